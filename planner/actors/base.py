@@ -1,0 +1,179 @@
+"""What every actor shares: the planning ``Problem`` (score action sequences, count predictor
+evaluations), the ``ActionSpace`` (bounds, projection, initial std) and the ``ActorResult``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from planner.config import ActionBounds, ActorConfig
+from planner.cost import Cost
+from planner.protocol import LatentWorldModel
+from robots.franka import ACTION_DIM, GRIPPER, POS, ROT
+
+
+@dataclass
+class ActorResult:
+    """What an actor returns.
+
+    Attributes:
+        actions: [H, 7] the planned sequence (inside the action bounds).
+        energy: [] energy of ``actions`` (a 0-d tensor: no host sync inside the actor).
+        elites: [K, H, 7] the final elite sequences, where the actor has them.
+    """
+
+    actions: torch.Tensor
+    energy: torch.Tensor
+    elites: torch.Tensor | None = None
+
+
+@dataclass
+class Problem:
+    """One planning problem: reach ``goal_latent`` from (``latent``, ``state``).
+
+    ``evaluate`` is the only way actors score sequences, so ``evaluations`` (predictor frame
+    evaluations: sequences x horizon steps per rollout) and ``trace`` are complete.
+
+    Attributes:
+        world_model, cost: what scores a sequence.
+        latent: [1, N, D] current latent. state: [1, 7] current end-effector state.
+        goal_latent: [1, N, D].
+        evaluations: predictor evaluations so far.
+        trace: (evaluations so far, lowest energy of that call as a 0-d tensor) per call.
+    """
+
+    world_model: LatentWorldModel
+    cost: Cost
+    latent: torch.Tensor
+    state: torch.Tensor
+    goal_latent: torch.Tensor
+    evaluations: int = 0
+    trace: list[tuple[int, torch.Tensor]] = field(default_factory=list)
+
+    def evaluate(self, actions: torch.Tensor) -> torch.Tensor:
+        """Energies [S] of action sequences [S, H, 7] (differentiable if autograd is on)."""
+        samples, horizon = actions.shape[:2]
+        latent = self.latent.expand(samples, -1, -1)
+        state = self.state.expand(samples, -1)
+        predicted = self.world_model.rollout(latent, state, actions)
+        energy = self.cost(predicted, self.goal_latent, actions, self.state)
+        self.evaluations += samples * horizon
+        self.trace.append((self.evaluations, energy.detach().min()))
+        return energy
+
+
+def project_l1_ball(vectors: torch.Tensor, radius: float) -> torch.Tensor:
+    """Euclidean projection of vectors [..., n] onto the L1 ball of ``radius`` (Duchi et al.
+    2008), batched with a sort: points inside are unchanged."""
+    magnitude = vectors.abs()
+    sorted_magnitude = magnitude.sort(dim=-1, descending=True).values
+    excess = sorted_magnitude.cumsum(dim=-1) - radius
+    index = torch.arange(1, vectors.shape[-1] + 1, device=vectors.device, dtype=vectors.dtype)
+    support = (sorted_magnitude - excess / index > 0).sum(dim=-1, keepdim=True).clamp_min(1)
+    threshold = excess.gather(-1, support - 1) / support.to(vectors.dtype)
+    projected = vectors.sign() * (magnitude - threshold).clamp_min(0.0)
+    inside = magnitude.sum(dim=-1, keepdim=True) <= radius
+    return torch.where(inside, vectors, projected)
+
+
+class ActionSpace:
+    """The box (and optional L1 ball) actions live in; dimensions with bound 0 are held at 0."""
+
+    def __init__(self, bounds: ActionBounds, device: torch.device | str = "cpu") -> None:
+        self.bounds = bounds
+        limit = torch.zeros(ACTION_DIM)
+        limit[POS] = bounds.translation_max
+        if bounds.translation_l1 is not None:
+            limit[POS] = min(bounds.translation_max, bounds.translation_l1)
+        limit[ROT] = bounds.rotation_max
+        limit[GRIPPER] = bounds.gripper_max
+        self.limit = limit.to(device)  # [7] per-dimension bound
+        self.searched = self.limit > 0  # [7]
+
+    def project(self, actions: torch.Tensor) -> torch.Tensor:
+        """Project actions [..., 7] into the bounds (differentiable almost everywhere)."""
+        actions = torch.maximum(torch.minimum(actions, self.limit), -self.limit)
+        if self.bounds.translation_l1 is not None:
+            translation = project_l1_ball(actions[..., POS], self.bounds.translation_l1)
+            actions = torch.cat((translation, actions[..., 3:]), dim=-1)
+        if self.bounds.gripper_snap > 0:
+            gripper = actions[..., GRIPPER : GRIPPER + 1]
+            gripper = torch.where(gripper.abs() < self.bounds.gripper_snap, 0.0, gripper)
+            actions = torch.cat((actions[..., :GRIPPER], gripper), dim=-1)
+        return actions
+
+    def initial_std(self, config: ActorConfig) -> torch.Tensor:
+        """[7] sampling std at the start of a plan, 0 on dimensions that are not searched."""
+        std = torch.zeros(ACTION_DIM, device=self.limit.device)
+        std[POS] = config.init_std_translation
+        std[ROT] = config.init_std_rotation
+        std[GRIPPER] = config.init_std_gripper
+        return torch.where(self.searched, std, 0.0)
+
+    def clamp_std(self, std: torch.Tensor, min_std: float) -> torch.Tensor:
+        """Floor the std [..., 7] of searched dimensions at ``min_std``; others stay 0."""
+        return torch.where(self.searched, std.clamp_min(min_std), 0.0)
+
+    def uniform(self, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+        """Actions [*shape, 7] drawn uniformly in the bounds box, then projected."""
+        unit = torch.rand((*shape, ACTION_DIM), generator=generator, device=self.limit.device)
+        return self.project((2.0 * unit - 1.0) * self.limit)
+
+
+def shift(sequence: torch.Tensor) -> torch.Tensor:
+    """Receding-horizon warm start: drop the executed first step, repeat zeros at the end.
+
+    Args:
+        sequence: [..., H, 7]. Returns: [..., H, 7].
+    """
+    return torch.cat((sequence[..., 1:, :], torch.zeros_like(sequence[..., :1, :])), dim=-2)
+
+
+def gaussian(
+    mean: torch.Tensor, std: torch.Tensor, samples: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Samples [S, H, 7] from N(mean [H, 7], std [H, 7]) with the planner's generator."""
+    noise = torch.randn(
+        (samples, *mean.shape), generator=generator, device=mean.device, dtype=mean.dtype
+    )
+    return mean + std * noise
+
+
+def pick_final(
+    final: str, mean: torch.Tensor, best_actions: torch.Tensor, problem: Problem
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sequence an actor returns and its energy: the mean (scored once more) or the best.
+
+    Args:
+        final: "mean" or "best". mean, best_actions: [H, 7] (already inside the bounds).
+
+    Returns:
+        ([H, 7] actions, [] energy).
+    """
+    actions = mean if final == "mean" else best_actions
+    with torch.no_grad():
+        energy = problem.evaluate(actions.unsqueeze(0))[0]
+    return actions, energy
+
+
+def keep_best(
+    best_actions: torch.Tensor,
+    best_energy: torch.Tensor,
+    actions: torch.Tensor,
+    energy: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Running best without a host sync.
+
+    Args:
+        best_actions: [H, 7]; best_energy: [] (inf at the start).
+        actions: [S, H, 7] newly scored sequences; energy: [S] their energies.
+
+    Returns:
+        (best_actions [H, 7], best_energy []) over both.
+    """
+    index = energy.argmin()
+    better = energy[index] < best_energy
+    return torch.where(better, actions[index], best_actions), torch.minimum(
+        energy[index], best_energy
+    )

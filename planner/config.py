@@ -1,0 +1,150 @@
+"""Typed planner settings (``configs/planner/<name>.yaml``): which actor and its knobs, where
+actions are searched, and which terms the energy has."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from robots.config import ConfigError, load_config
+from robots.franka import Workspace
+
+ACTORS = ("cem", "icem", "gd", "cem+gd", "mppi")
+
+
+@dataclass
+class ActionBounds:
+    """Where each action (a 7-D delta) is searched; a bound of 0 means "not searched" (held 0).
+
+    Attributes:
+        translation_max: per-axis limit on |Δx|, |Δy|, |Δz| (metres; release: 0.05).
+        translation_l1: if set, the translation is also projected into an L1 ball of this radius
+            (metres; paper: 0.075).
+        rotation_max: per-axis limit on the Euler deltas (radians; 0 = rotation not searched).
+        gripper_max: limit on |Δgripper| (release: 0.75; 0 = gripper not searched).
+        gripper_snap: |Δgripper| below this becomes 0 (release: 0.25; 0 = no snapping).
+    """
+
+    translation_max: float = 0.05
+    translation_l1: float | None = None
+    rotation_max: float = 0.0
+    gripper_max: float = 0.75
+    gripper_snap: float = 0.0
+
+
+@dataclass
+class CostConfig:
+    """Weights of the energy's terms (see ``planner.cost``); the default is the paper's energy.
+
+    Attributes:
+        goal_weight: mean |ẑ_H - z_goal| of the final predicted frame (the paper's energy).
+        path_weight: mean of that distance over every predicted frame 1..H.
+        action_weight: mean over the horizon of the L1 norm of each action.
+        workspace_weight: metres outside ``workspace``, summed over the integrated states.
+        workspace: the box used by the workspace term.
+    """
+
+    goal_weight: float = 1.0
+    path_weight: float = 0.0
+    action_weight: float = 0.0
+    workspace_weight: float = 0.0
+    workspace: Workspace = field(default_factory=Workspace)
+
+
+@dataclass
+class ActorConfig:
+    """Knobs of the actors; each actor reads the ones its docstring names.
+
+    Attributes:
+        name: one of ``ACTORS``.
+        horizon: actions per plan (H). samples: population per iteration (S).
+        iterations: sampling (or gradient) iterations. elites: top-k kept (K).
+        momentum: new = momentum * old + (1 - momentum) * fitted, for mean and std.
+        init_std_translation, init_std_rotation, init_std_gripper: initial sampling std.
+        min_std: floor on the std of searched dimensions (0: none).
+        final: "mean" (the distribution's mean, release) or "best" (best sequence seen).
+        warm_start: start from the previous plan shifted by one step (receding horizon).
+        noise_beta: iCEM colored-noise exponent over time (0 white, 2 brown).
+        population_decay: iCEM population at iteration i is samples * decay^-i (>= 2K).
+        keep_elites: iCEM fraction of elites carried to the next iteration and control step.
+        restarts: GD random restarts (one batch). steps: GD (or CEM+GD refinement) steps.
+        learning_rate: Adam step size (metres per step, roughly).
+        temperature: MPPI temperature, in units of the population's energy std.
+    """
+
+    name: str = "cem"
+    horizon: int = 1
+    samples: int = 800
+    iterations: int = 10
+    elites: int = 10
+    momentum: float = 0.0
+    init_std_translation: float = 0.05
+    init_std_rotation: float = 0.1
+    init_std_gripper: float = 0.5
+    min_std: float = 0.0
+    final: str = "mean"
+    warm_start: bool = False
+    noise_beta: float = 2.0
+    population_decay: float = 1.25
+    keep_elites: float = 0.3
+    restarts: int = 8
+    steps: int = 30
+    learning_rate: float = 0.005
+    temperature: float = 0.5
+
+
+@dataclass
+class PlannerConfig:
+    """Everything ``Planner`` needs besides the world model.
+
+    Attributes:
+        actor, bounds, cost: see their classes.
+        seed: seeds the planner's torch.Generator (plans are deterministic given it).
+        goal_cache_size: goal latents kept (keyed by a hash of the goal's content).
+        robot: robot limits config (``configs/robot/<name>.yaml``) for the safety filter.
+    """
+
+    actor: ActorConfig = field(default_factory=ActorConfig)
+    bounds: ActionBounds = field(default_factory=ActionBounds)
+    cost: CostConfig = field(default_factory=CostConfig)
+    seed: int = 0
+    goal_cache_size: int = 16
+    robot: str = "franka"
+
+
+def validate(config: PlannerConfig) -> PlannerConfig:
+    """Reject settings no actor can run with; returns ``config``."""
+    actor = config.actor
+    if actor.name not in ACTORS:
+        raise ConfigError(f"unknown actor {actor.name!r}; known: {', '.join(ACTORS)}")
+    for name in ("horizon", "samples", "iterations", "elites", "restarts"):
+        if getattr(actor, name) < 1:
+            raise ConfigError(f"actor.{name} must be >= 1, got {getattr(actor, name)}")
+    if actor.elites > actor.samples:
+        raise ConfigError(f"actor.elites ({actor.elites}) exceeds actor.samples ({actor.samples})")
+    if actor.final not in ("mean", "best"):
+        raise ConfigError(f"actor.final must be 'mean' or 'best', got {actor.final!r}")
+    if not 0.0 <= actor.momentum < 1.0 or not 0.0 <= actor.keep_elites <= 1.0:
+        raise ConfigError("actor.momentum must be in [0, 1) and actor.keep_elites in [0, 1]")
+    if actor.temperature <= 0 or actor.population_decay < 1.0:
+        raise ConfigError("actor.temperature must be > 0 and actor.population_decay >= 1")
+    bounds = config.bounds
+    if min(bounds.translation_max, bounds.rotation_max, bounds.gripper_max) < 0:
+        raise ConfigError("action bounds must be >= 0")
+    if bounds.translation_l1 is not None and bounds.translation_l1 <= 0:
+        raise ConfigError(f"bounds.translation_l1 must be > 0, got {bounds.translation_l1}")
+    return config
+
+
+def load_planner_config(
+    name_or_path: str | Path | PlannerConfig, overrides: list[str] | None = None
+) -> PlannerConfig:
+    """A preset name (``cem_paper``, ``cem+gd``...), a YAML path or a config -> checked config."""
+    if isinstance(name_or_path, PlannerConfig):
+        if overrides:
+            raise ConfigError("overrides apply to a preset name or YAML path, not a config object")
+        return validate(name_or_path)
+    name = str(name_or_path)
+    if not name.endswith((".yaml", ".yml")):
+        name = name.replace("+", "_")  # the actor "cem+gd" lives in cem_gd.yaml
+    return validate(load_config(PlannerConfig, name, group="planner", overrides=overrides))

@@ -1,0 +1,70 @@
+"""The energy the actors minimise: by default the paper's mean |ẑ_H - z_goal| over the final
+predicted frame's tokens and features; optional action-size, path and workspace terms."""
+
+from __future__ import annotations
+
+import torch
+
+from planner.config import CostConfig
+from robots.franka import POS, rollout_states
+
+
+class Cost:
+    """Energy of candidate action sequences (lower is better), one value per sequence.
+
+    Terms, each multiplied by its weight in ``CostConfig`` and summed:
+      goal       mean |ẑ_H - z_goal| over the N x D elements of the last frame (paper).
+      path       the same distance averaged over all predicted frames 1..H (pulls the
+                 intermediate frames toward the goal too: shorter, more direct motions).
+      action     mean over the horizon of the L1 norm of each 7-D action (prefers small steps).
+      workspace  metres by which the integrated end-effector positions leave the workspace
+                 box, summed over the horizon (keeps plans inside the reachable table top).
+    """
+
+    def __init__(self, config: CostConfig | None = None) -> None:
+        self.config = config or CostConfig()
+
+    def __call__(
+        self,
+        predicted: torch.Tensor,
+        goal_latent: torch.Tensor,
+        actions: torch.Tensor,
+        start_state: torch.Tensor,
+    ) -> torch.Tensor:
+        """Energies of S sequences.
+
+        Args:
+            predicted: [S, H, N, D] predicted latents of frames 1..H.
+            goal_latent: [1, N, D] or [S, N, D] goal latents.
+            actions: [S, H, 7] the action sequences that produced ``predicted``.
+            start_state: [1, 7] or [S, 7] end-effector state before the first action.
+
+        Returns:
+            [S] energies (differentiable).
+        """
+        config = self.config
+        distance = (predicted - goal_latent.unsqueeze(1)).abs().mean(dim=(-2, -1))  # [S, H]
+        energy = config.goal_weight * distance[:, -1]
+        if config.path_weight:
+            energy = energy + config.path_weight * distance.mean(dim=1)
+        if config.action_weight:
+            energy = energy + config.action_weight * actions.abs().sum(-1).mean(-1)
+        if config.workspace_weight:
+            energy = energy + config.workspace_weight * self.workspace_violation(
+                start_state, actions
+            )
+        return energy
+
+    def workspace_violation(self, start_state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Metres outside the workspace box, summed over the horizon.
+
+        Args:
+            start_state: [1, 7] or [S, 7]; actions: [S, H, 7].
+
+        Returns:
+            [S] total distance of the integrated positions from the box (0 when inside).
+        """
+        start = start_state.to(actions.dtype).expand(actions.shape[0], -1)
+        positions = rollout_states(start, actions)[..., POS]
+        outside = positions - self.config.workspace.clamp(positions)
+        return outside.norm(dim=-1).sum(dim=-1)

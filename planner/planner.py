@@ -1,0 +1,179 @@
+"""The ``Planner`` facade: checked observations and goals in, a safe action out.
+``Planner.from_config(...)`` builds it; ``plan(obs, goal)`` encodes, searches, filters."""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from planner.actors import ActionSpace, Problem, make_actor
+from planner.config import PlannerConfig, load_planner_config
+from planner.cost import Cost
+from planner.inputs import PlanInputError, content_key, split_observation
+from planner.protocol import LatentWorldModel, model_device
+from robots.franka import SafetyFilter, load_limits
+
+
+@dataclass
+class Plan:
+    """One planning result.
+
+    Attributes:
+        action: [7] float32, the first planned action after the safety filter: what to send.
+        actions: [H, 7] float32, the planned sequence as the actor found it (not filtered).
+        energy: energy of ``actions`` under the world model.
+        timings: seconds spent in "encode" (observation and goal), "plan" and "total".
+        evaluations: predictor frame evaluations spent (sequences x horizon steps).
+        trace: [T, 2] float64 (evaluations so far, lowest energy seen so far) per rollout call.
+    """
+
+    action: np.ndarray
+    actions: np.ndarray
+    energy: float
+    timings: dict[str, float]
+    evaluations: int
+    trace: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+
+
+def best_so_far(problem: Problem) -> np.ndarray:
+    """[T, 2] (evaluations so far, lowest energy so far) after each rollout call."""
+    if not problem.trace:
+        return np.zeros((0, 2))
+    counts = np.array([count for count, _ in problem.trace], dtype=np.float64)
+    lows = torch.stack([low for _, low in problem.trace]).double().cpu().numpy()
+    return np.stack((counts, np.minimum.accumulate(lows)), axis=1)
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """ "auto" -> CUDA when available, else CPU; anything else as given."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Planner:
+    """Receding-horizon planner on a latent world model.
+
+    Holds the actor (and its warm start), the goal-latent cache, a seeded torch.Generator and
+    the robot's safety filter. Given the same config, model, seed and inputs, the plans are
+    the same.
+    """
+
+    def __init__(
+        self,
+        config: PlannerConfig,
+        world_model: LatentWorldModel,
+        device: str | torch.device = "auto",
+    ) -> None:
+        """Args:
+        config: a checked ``PlannerConfig`` (see ``load_planner_config``).
+        world_model: anything with the ``LatentWorldModel`` members; an ``nn.Module`` is moved
+            to ``device``.
+        device: "auto" (CUDA when available), "cpu", "cuda", ...
+        """
+        self.config = config
+        self.device = resolve_device(device)
+        if isinstance(world_model, torch.nn.Module):
+            world_model = world_model.to(self.device).eval()
+        elif model_device(world_model) != self.device:
+            raise PlanInputError(
+                f"world model computes on {model_device(world_model)}, planner asked for "
+                f"{self.device}"
+            )
+        self.world_model = world_model
+        self.cost = Cost(config.cost)
+        self.space = ActionSpace(config.bounds, self.device)
+        self.actor = make_actor(config.actor, self.space)
+        self.safety = SafetyFilter(load_limits(config.robot))
+        self.generator = torch.Generator(device=self.device)
+        self._goal_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
+        self.cache_hits = 0
+        self.cache_misses = 0
+        self.reset()
+
+    @classmethod
+    def from_config(
+        cls,
+        cfg: str | Path | PlannerConfig,
+        world_model: LatentWorldModel,
+        device: str | torch.device = "auto",
+        overrides: list[str] | None = None,
+    ) -> Planner:
+        """Build from a preset name (``configs/planner/<name>.yaml``: cem_paper, cem_release,
+        icem, gd, cem+gd, mppi), a YAML path or a ``PlannerConfig``; ``overrides`` are
+        ``key=value`` strings such as ``actor.samples=64``."""
+        return cls(load_planner_config(cfg, overrides), world_model, device)
+
+    def reset(self, seed: int | None = None) -> None:
+        """New episode: forget the warm start and re-seed (``config.seed`` unless given)."""
+        self.actor.reset()
+        self.generator.manual_seed(self.config.seed if seed is None else seed)
+
+    def plan(self, obs: dict[str, Any], goal: dict[str, Any] | np.ndarray | torch.Tensor) -> Plan:
+        """Plan the next action.
+
+        Args:
+            obs: {"image": uint8 [H, W, 3], "state": [7] end-effector state}.
+            goal: {"image": uint8 [H, W, 3], optional "state": [7]} or a goal image alone.
+
+        Returns:
+            ``Plan``; ``plan.action`` has been through the robot's safety filter relative to
+            ``obs["state"]``.
+
+        Raises:
+            PlanInputError: malformed observation or goal (the message names the problem).
+        """
+        start = time.perf_counter()
+        image, state = split_observation(obs, "obs", state_required=True)
+        goal_image, goal_state = split_observation(goal, "goal", state_required=False)
+        state_batch = state.to(self.device).unsqueeze(0)  # [1, 7]
+        latent = self.world_model.encode(image, state_batch)  # [1, N, D]
+        goal_latent = self.goal_latent(goal_image, goal_state)  # [1, N, D]
+        self._synchronize()
+        encoded = time.perf_counter()
+
+        problem = Problem(self.world_model, self.cost, latent, state_batch, goal_latent)
+        result = self.actor.plan(problem, self.generator)
+        actions = result.actions.detach().float().cpu()  # [H, 7]; waits for the device
+        planned = time.perf_counter()
+
+        action = self.safety(state, actions[0])
+        return Plan(
+            action=action.numpy().astype(np.float32),
+            actions=actions.numpy().astype(np.float32),
+            energy=float(result.energy),
+            timings={
+                "encode": encoded - start,
+                "plan": planned - encoded,
+                "total": time.perf_counter() - start,
+            },
+            evaluations=problem.evaluations,
+            trace=best_so_far(problem),
+        )
+
+    def goal_latent(
+        self, image: np.ndarray | torch.Tensor, state: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Latent [1, N, D] of a goal, from the cache when the same content was seen before."""
+        key = content_key(image, state)
+        if key in self._goal_cache:
+            self.cache_hits += 1
+            self._goal_cache.move_to_end(key)
+            return self._goal_cache[key]
+        self.cache_misses += 1
+        states = None if state is None else state.to(self.device).unsqueeze(0)
+        latent = self.world_model.encode(image, states)
+        self._goal_cache[key] = latent
+        while len(self._goal_cache) > max(self.config.goal_cache_size, 1):
+            self._goal_cache.popitem(last=False)
+        return latent
+
+    def _synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)

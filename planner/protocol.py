@@ -1,0 +1,40 @@
+"""The world-model interface the planner relies on (structural: any object with these members
+works, e.g. ``world_model.WorldModel`` or ``world_model.state_model.StateWorldModel``)."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+
+@runtime_checkable
+class LatentWorldModel(Protocol):
+    """Encoder + action-conditioned predictor as the planner sees them.
+
+    Attributes:
+        num_patches: tokens per frame (N). latent_dim: features per token (D).
+    """
+
+    num_patches: int
+    latent_dim: int
+
+    def encode(self, images: Any, states: Any = None) -> torch.Tensor:
+        """uint8 RGB images [B, H, W, 3] or [H, W, 3] (+ states [B, 7]) -> latents [B, N, D]."""
+        ...
+
+    def rollout(self, z0: torch.Tensor, s0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """z0 [B, N, D], s0 [B, 7], actions [B, H, 7] -> latents of frames 1..H [B, H, N, D];
+        differentiable with respect to ``actions``."""
+        ...
+
+
+def model_device(model: LatentWorldModel) -> torch.device:
+    """The device a world model computes on (its parameters' or buffers', else CPU)."""
+    device = getattr(model, "device", None)
+    if isinstance(device, torch.device):
+        return device
+    if isinstance(model, torch.nn.Module):
+        for tensor in (*model.parameters(), *model.buffers()):
+            return tensor.device
+    return torch.device("cpu")

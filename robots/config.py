@@ -1,0 +1,118 @@
+"""Typed configuration: YAML files under ``configs/`` loaded into dataclasses, with unknown keys
+rejected by name and ``key=value`` overrides from the command line. Shared by every package
+(``robots`` is the lowest layer of the dependency graph)."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "configs"
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not match the dataclass it configures."""
+
+
+def find_config(name_or_path: str | Path, group: str) -> Path:
+    """Resolve a YAML path, or a name meaning ``configs/<group>/<name>.yaml``."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise FileNotFoundError(f"config file not found: {path}")
+        return path
+    candidate = CONFIG_DIR / group / f"{name_or_path}.yaml"
+    if not candidate.is_file():
+        known = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+        raise FileNotFoundError(
+            f"no {group} config named {name_or_path!r}; known: {', '.join(known) or 'none'}"
+        )
+    return candidate
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping from ``path``; an empty file is an empty mapping."""
+    with open(path, encoding="utf-8") as handle:
+        data = yaml.safe_load(handle)
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``, recursing into nested dataclasses.
+
+    Unknown keys raise ``ConfigError`` naming the key and the valid ones.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {unknown} in {where or cls.__name__}; "
+            f"valid keys: {sorted(fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{where}.{name}" if where else name)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        return from_dict(hint, value, where)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is not type(None):
+                return _coerce(arg, value, where)
+    if origin is tuple and isinstance(value, list | tuple):
+        return tuple(value)
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` overrides (value parsed as YAML) to a nested mapping, in a copy."""
+    result = _deep_copy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        dotted, raw = item.split("=", 1)
+        keys = dotted.strip().split(".")
+        node = result
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {key!r} is not a section")
+        node[keys[-1]] = yaml.safe_load(raw)
+    return result
+
+
+def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, dict) else v for k, v in data.items()}
+
+
+def load_config(
+    cls: type[T], name_or_path: str | Path, group: str, overrides: list[str] | None = None
+) -> T:
+    """Load ``configs/<group>/<name>.yaml`` (or a path) into ``cls``, applying overrides."""
+    path = find_config(name_or_path, group)
+    data = apply_overrides(read_yaml(path), overrides or [])
+    return from_dict(cls, data, where=path.stem)

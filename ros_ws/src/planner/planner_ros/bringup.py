@@ -1,0 +1,159 @@
+"""In-process bringup for machines without ``ros2 launch``: the same nodes with the same
+parameters as ``launch/franka_goal.launch.py``, spun by one MultiThreadedExecutor.
+
+    python -m planner_ros.bringup --task reach --checkpoint state --planner cem_paper
+    python -m planner_ros.bringup --no-sim --goal-image goal.png   # real arm (franka_real.yaml)
+    python -m planner_ros.bringup --set goal_planner.rate_hz=2 --set mujoco_franka.image_size=64
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import rclpy
+import yaml
+from rclpy.context import Context
+from rclpy.node import Node
+from rclpy.utilities import remove_ros_args
+
+from planner_ros.runtime import as_parameters, config_file, load_params, spin_nodes
+
+NODES = ("goal_planner", "mujoco_franka")
+
+
+class BringupError(ValueError):
+    """A bad command-line option (e.g. a malformed ``--set``)."""
+
+
+@dataclass
+class BringupOptions:
+    """The launch file's arguments plus per-node parameter overrides."""
+
+    use_sim: bool = True
+    task: str = "reach"
+    goal_image: str = ""
+    checkpoint: str = "state"
+    planner: str = "cem_paper"
+    device: str = "auto"
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> {param: value}
+
+
+def node_parameters(options: BringupOptions) -> dict[str, dict[str, Any]]:
+    """``{node_name: {param: value}}`` for the nodes to start, in the launch file's order of
+    precedence: config/<node>.yaml, franka_real.yaml (real arm), arguments, ``--set``."""
+    planner = load_params(config_file("goal_planner"), "goal_planner")
+    if not options.use_sim:
+        planner.update(load_params(config_file("franka_real"), "goal_planner"))
+    planner.update(
+        config=options.planner,
+        checkpoint=options.checkpoint,
+        device=options.device,
+        goal_image=options.goal_image,
+    )
+    params = {"goal_planner": planner}
+    if options.use_sim:
+        sim = load_params(config_file("mujoco_franka"), "mujoco_franka")
+        params["mujoco_franka"] = {**sim, "task": options.task}
+    for node, values in options.overrides.items():
+        if node not in params:
+            raise BringupError(f"--set names node {node!r}, which is not started")
+        params[node].update(values)
+    return params
+
+
+def create_nodes(options: BringupOptions, context: Context | None = None) -> list[Node]:
+    """Construct the sim node (if ``use_sim``) and the goal planner in ``context``."""
+    from planner_ros import goal_planner, mujoco_franka
+
+    params = node_parameters(options)
+    nodes: list[Node] = []
+    if "mujoco_franka" in params:
+        overrides = _typed(params["mujoco_franka"], mujoco_franka.PARAMETERS)
+        nodes.append(mujoco_franka.MujocoFrankaNode(context=context, parameter_overrides=overrides))
+    overrides = _typed(params["goal_planner"], goal_planner.PARAMETERS)
+    nodes.append(goal_planner.GoalPlannerNode(context=context, parameter_overrides=overrides))
+    return nodes
+
+
+def _typed(values: dict[str, Any], defaults: dict[str, Any]) -> list:
+    """Parameters with ints widened where the node declares a float (``rate_hz=2``); empty
+    lists (no ROS type) are left out, keeping the node's declared default."""
+    typed = {}
+    for name, value in values.items():
+        if isinstance(defaults.get(name), float) and isinstance(value, int):
+            value = float(value)
+        if value != []:
+            typed[name] = value
+    return as_parameters(typed)
+
+
+def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["node.param=value", ...]`` (value parsed as YAML) -> ``{node: {param: value}}``."""
+    overrides: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        node, dot, name = key.partition(".")
+        if not sep or not dot or node not in NODES or not name:
+            raise BringupError(
+                f"--set {item!r}: expected NODE.PARAM=VALUE with NODE one of {', '.join(NODES)}"
+            )
+        overrides.setdefault(node, {})[name] = yaml.safe_load(raw)
+    return overrides
+
+
+def parse_args(argv: list[str]) -> tuple[BringupOptions, float]:
+    """Command line -> (options, duration_s; 0 = until Ctrl-C)."""
+    parser = argparse.ArgumentParser(prog="python -m planner_ros.bringup", description=__doc__)
+    parser.add_argument("--no-sim", dest="use_sim", action="store_false", help="real arm topics")
+    parser.add_argument("--task", default="reach")
+    parser.add_argument("--goal-image", default="")
+    parser.add_argument("--checkpoint", default="state", help="'state' = ground-truth states")
+    parser.add_argument("--planner", default="cem_paper", help="planner preset (configs/planner/)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE")
+    parser.add_argument("--duration", type=float, default=0.0, help="seconds to run (0: forever)")
+    args = parser.parse_args(argv)
+    options = BringupOptions(
+        use_sim=args.use_sim,
+        task=args.task,
+        goal_image=args.goal_image,
+        checkpoint=args.checkpoint,
+        planner=args.planner,
+        device=args.device,
+        overrides=parse_set(args.set),
+    )
+    return options, args.duration
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point ``bringup``; ROS arguments (``--ros-args ...``) apply to all nodes."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        options, duration = parse_args(remove_ros_args(argv))
+    except BringupError as error:
+        print(f"bringup: {error}", file=sys.stderr)
+        return 2
+    context = Context()
+    rclpy.init(args=["bringup", *argv], context=context)
+    nodes = create_nodes(options, context)
+    spinner = spin_nodes(context, nodes)
+    try:
+        with spinner:
+            deadline = time.monotonic() + duration if duration > 0 else float("inf")
+            while time.monotonic() < deadline and context.ok():
+                time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        for node in nodes:
+            node.destroy_node()
+        rclpy.try_shutdown(context=context)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,347 @@
+"""``goal_planner`` node: camera image + end-effector state + goal image in, the next safe
+Cartesian target (``PoseStamped``) and gripper command out, planned by ``planner.Planner`` on a
+worker thread at ``rate_hz``. No planning logic lives here; the node adds the robot-side safety:
+``robots.franka.SafetyFilter`` on every command, a watchdog that holds the current pose when the
+image or state goes stale, a latched e-stop (``~/stop``; cleared by ``~/enable`` or by setting
+the ``enabled`` parameter true), and diagnostics on ``/diagnostics``.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import numpy as np
+import torch
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import PoseStamped
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Float64, Float64MultiArray
+from std_srvs.srv import Trigger
+
+from planner_ros.conversions import (
+    MessageError,
+    gripper_closedness,
+    image_to_array,
+    pose_to_state,
+    state_to_pose,
+)
+from planner_ros.inputs import GoalImageError, InputBuffer, Snapshot, read_goal_image
+from planner_ros.runtime import run_node
+from planner_ros.topics import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, TOPICS
+from robots.franka import SafetyFilter, load_limits
+
+PARAMETERS: dict[str, object] = {
+    "config": "cem_paper",  # planner preset: configs/planner/<config>.yaml
+    "checkpoint": "state",  # world model path/name; "state"; "random:<preset>" (untrained)
+    "device": "auto",
+    "planner_overrides": [""],  # "key=value" planner config overrides ("" ignored)
+    "robot_limits": "franka",  # configs/robot/<name>.yaml for the safety filter
+    "rate_hz": 4.0,
+    "watchdog_s": 1.0,
+    "enabled": True,
+    "goal_image": "",  # image file loaded at start and by ~/set_goal
+    "frame_id": "base",  # used until a pose message names its frame
+    **{name: topic for name, topic in TOPICS.items() if name != "joint_states_topic"},
+}
+RUNTIME_PARAMETERS = ("rate_hz", "watchdog_s", "enabled", "goal_image")
+
+
+def build_planner(config: str, checkpoint: str, device: str, overrides: list[str]):
+    """The library planner for a preset and a world model.
+
+    ``checkpoint``: a path or bundled name for ``world_model.load``; ``state`` = the
+    ground-truth-state model (sim only: it reads the state, not the pixels); ``random:<preset>``
+    = an untrained ``world_model.build(preset)`` (plumbing and latency checks only).
+    """
+    from planner import Planner
+
+    if checkpoint == "state":
+        from world_model.state_model import StateWorldModel
+
+        model = StateWorldModel()
+    elif checkpoint.startswith("random:"):
+        import world_model
+
+        model = world_model.build(checkpoint.removeprefix("random:"), seed=0)
+    else:
+        import world_model
+
+        model = world_model.load(checkpoint)
+    return Planner.from_config(config, world_model=model, device=device, overrides=overrides)
+
+
+class GoalPlannerNode(Node):
+    """The goal-image MPC node (see the module docstring and ``ros_ws/README.md``)."""
+
+    def __init__(self, **node_kwargs) -> None:
+        super().__init__("goal_planner", **node_kwargs)
+        for name, default in PARAMETERS.items():
+            self.declare_parameter(name, default)
+        param = self._param
+        overrides = [o for o in param("planner_overrides") or [] if o.strip()]
+        self._planner = build_planner(
+            param("config"), param("checkpoint"), param("device"), overrides
+        )
+        self._safety = SafetyFilter(load_limits(param("robot_limits")))
+        self._inputs = InputBuffer()
+        self._enabled = bool(param("enabled"))
+        self._rate_hz, self._watchdog_s = float(param("rate_hz")), float(param("watchdog_s"))
+        self._rejected_images = 0
+        self._last_rejection = ""
+        self._mode = "starting"
+        self._planned_goal = -1
+        self._stop_event = threading.Event()
+
+        self._target_pub = self.create_publisher(PoseStamped, param("target_topic"), COMMAND_QOS)
+        self._gripper_pub = self.create_publisher(
+            Float64, param("gripper_command_topic"), COMMAND_QOS
+        )
+        self._diag_pub = self.create_publisher(DiagnosticArray, param("diagnostics_topic"), 10)
+        self.create_subscription(Image, param("image_topic"), self._on_image, SENSOR_QOS)
+        self.create_subscription(PoseStamped, param("pose_topic"), self._on_pose, SENSOR_QOS)
+        self.create_subscription(
+            JointState, param("gripper_state_topic"), self._on_gripper, SENSOR_QOS
+        )
+        self.create_subscription(Image, param("goal_image_topic"), self._on_goal_image, LATCHED_QOS)
+        self.create_subscription(
+            Float64MultiArray, param("goal_state_topic"), self._on_goal_state, LATCHED_QOS
+        )
+        self.create_service(Trigger, "~/stop", self._on_stop)
+        self.create_service(Trigger, "~/enable", self._on_enable)
+        self.create_service(Trigger, "~/set_goal", self._on_set_goal)
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
+        if param("goal_image"):
+            self._inputs.set_goal(read_goal_image(param("goal_image")))
+
+        self._worker = threading.Thread(target=self._run, name="goal-planner", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"planning with preset {param('config')!r} on {param('checkpoint')!r} at "
+            f"{self._rate_hz:g} Hz; watchdog {self._watchdog_s:g} s; enabled={self._enabled}"
+        )
+
+    def _param(self, name: str):
+        return self.get_parameter(name).value
+
+    def destroy_node(self) -> None:
+        """Stop the planning thread, then destroy the node."""
+        self._stop_event.set()
+        if self._worker.is_alive():
+            self._worker.join(timeout=10.0)
+        super().destroy_node()
+
+    # -- callbacks (executor threads): store the latest inputs ---------------------------------
+
+    def _on_image(self, msg: Image) -> None:
+        try:
+            image = image_to_array(msg)
+        except MessageError as error:
+            self._rejected_images += 1
+            self._last_rejection = str(error)
+            self.get_logger().warning(f"skipping camera image: {error}")
+            return
+        self._inputs.set_image(image, msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec)
+
+    def _on_pose(self, msg: PoseStamped) -> None:
+        try:
+            state = pose_to_state(msg, gripper=0.0)
+        except MessageError as error:
+            self.get_logger().warning(f"skipping end-effector pose: {error}")
+            return
+        self._inputs.set_pose(state, msg.header.frame_id or self._param("frame_id"))
+
+    def _on_gripper(self, msg: JointState) -> None:
+        try:
+            self._inputs.set_gripper(gripper_closedness(msg))
+        except MessageError as error:
+            self.get_logger().warning(f"skipping gripper state: {error}")
+
+    def _on_goal_image(self, msg: Image) -> None:
+        try:
+            self._inputs.set_goal(image_to_array(msg), keep_state=True)
+        except MessageError as error:
+            self.get_logger().error(f"rejecting goal image: {error}")
+            return
+        self.get_logger().info(f"new goal image {msg.width}x{msg.height} from topic")
+
+    def _on_goal_state(self, msg: Float64MultiArray) -> None:
+        state = np.asarray(msg.data, dtype=np.float64)
+        if state.shape != (7,) or not np.all(np.isfinite(state)):
+            self.get_logger().error(f"rejecting goal state {state.tolist()}: need 7 finite numbers")
+            return
+        self._inputs.set_goal_state(state)
+
+    def _on_stop(self, request: Trigger.Request, response: Trigger.Response):
+        self.set_parameters([Parameter("enabled", value=False)])
+        response.success, response.message = True, "e-stop latched: holding the current pose"
+        return response
+
+    def _on_enable(self, request: Trigger.Request, response: Trigger.Response):
+        self.set_parameters([Parameter("enabled", value=True)])
+        response.success, response.message = True, "enabled: planning resumes"
+        return response
+
+    def _on_set_goal(self, request: Trigger.Request, response: Trigger.Response):
+        path = self._param("goal_image")
+        try:
+            self._inputs.set_goal(read_goal_image(path))
+        except GoalImageError as error:
+            response.success, response.message = False, str(error)
+            return response
+        response.success, response.message = True, f"goal image loaded from {path}"
+        self.get_logger().info(response.message)
+        return response
+
+    def _validate_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        for p in params:
+            if p.name in ("rate_hz", "watchdog_s") and not float(p.value) > 0:
+                return SetParametersResult(successful=False, reason=f"{p.name} must be > 0")
+            if p.name not in RUNTIME_PARAMETERS and p.name in PARAMETERS:
+                return SetParametersResult(
+                    successful=False, reason=f"{p.name} is fixed at start; restart the node"
+                )
+        return SetParametersResult(successful=True)
+
+    def _apply_parameters(self, params: list[Parameter]) -> None:
+        for p in params:
+            if p.name == "enabled":
+                self._enabled = bool(p.value)
+                if self._enabled:  # (rclpy wants one severity per logging call site)
+                    self.get_logger().info("enabled: planning resumes")
+                else:
+                    self.get_logger().warning("e-stop latched: holding the pose")
+            elif p.name == "rate_hz":
+                self._rate_hz = float(p.value)
+            elif p.name == "watchdog_s":
+                self._watchdog_s = float(p.value)
+
+    # -- the planning thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        next_tick = time.monotonic()
+        while not self._stop_event.is_set():
+            try:
+                self._cycle(self._inputs.snapshot())
+            except Exception as error:  # noqa: BLE001 - keep the node alive, report loudly
+                self._mode = "error"
+                self.get_logger().error(f"planning cycle failed: {error!r}")
+                self._publish_diagnostics(DiagnosticStatus.ERROR, repr(error), {})
+            next_tick += 1.0 / self._rate_hz
+            now = time.monotonic()
+            if next_tick < now:  # overran: start the next cycle now, do not try to catch up
+                next_tick = now
+            self._stop_event.wait(next_tick - now)
+
+    def _cycle(self, snap: Snapshot) -> None:
+        """One control cycle: decide between waiting, holding and planning, then publish."""
+        if snap.state is None:
+            self._report("waiting", DiagnosticStatus.WARN, "no end-effector state yet", {})
+            return
+        if not self._enabled:
+            self._hold(snap, "stopped", "e-stop latched; call ~/enable to resume")
+            return
+        stale = self._stale(snap)
+        if stale:
+            self.get_logger().warning(f"watchdog: {stale}; holding", throttle_duration_sec=2.0)
+            self._hold(snap, "hold", f"watchdog: {stale}")
+            return
+        if snap.goal_image is None:
+            self._report("waiting", DiagnosticStatus.WARN, "no goal image yet", {})
+            return
+        if self._mode != "planning" or self._planned_goal != snap.goal_version:
+            self._planner.reset()  # warm start is only valid for one goal, uninterrupted
+            self._planned_goal = snap.goal_version
+        goal = {"image": snap.goal_image}
+        if snap.goal_state is not None:
+            goal["state"] = snap.goal_state.astype(np.float32)
+        started = time.monotonic()
+        plan = self._planner.plan(
+            {"image": snap.image, "state": snap.state.astype(np.float32)}, goal
+        )
+        plan_s = time.monotonic() - started
+        if not self._enabled:  # stopped while planning: do not send the stale plan
+            self._hold(snap, "stopped", "e-stop latched; call ~/enable to resume")
+            return
+        action = torch.from_numpy(np.asarray(plan.action, dtype=np.float64))
+        target = self._safety.target(torch.from_numpy(snap.state), action).numpy()
+        self._publish_target(target, snap.frame_id)
+        self._report(
+            "planning",
+            DiagnosticStatus.OK,
+            "planning",
+            {
+                "energy": float(plan.energy),
+                "plan_ms": 1e3 * plan_s,
+                "image_to_command_ms": 1e3 * (self._now_s() - snap.image_stamp_s),
+                "receipt_to_command_ms": 1e3 * (time.monotonic() - snap.image_received),
+                "target": np.round(target, 4).tolist(),
+            },
+        )
+
+    def _stale(self, snap: Snapshot) -> str:
+        """Why the inputs are too old to act on ('' if fresh)."""
+        now = time.monotonic()
+        if snap.image is None:
+            return "no camera image yet"
+        for name, received in (
+            ("camera image", snap.image_received),
+            ("state", snap.state_received),
+        ):
+            if now - received > self._watchdog_s:
+                return f"{name} is {now - received:.2f} s old (> watchdog_s {self._watchdog_s:g})"
+        return ""
+
+    def _hold(self, snap: Snapshot, mode: str, reason: str) -> None:
+        """Command the last measured pose and gripper, so the arm stays where it is."""
+        self._publish_target(snap.state, snap.frame_id)
+        self._report(
+            mode, DiagnosticStatus.WARN, reason, {"target": np.round(snap.state, 4).tolist()}
+        )
+
+    def _publish_target(self, target: np.ndarray, frame_id: str) -> None:
+        pose, gripper = state_to_pose(target, frame_id, self.get_clock().now().to_msg())
+        self._target_pub.publish(pose)
+        self._gripper_pub.publish(Float64(data=gripper))
+
+    def _report(self, mode: str, level: bytes, message: str, values: dict) -> None:
+        self._mode = mode
+        snap = self._inputs.snapshot()
+        values = {
+            "mode": mode,
+            "enabled": self._enabled,
+            "rejected_images": self._rejected_images,
+            "last_rejection": self._last_rejection,
+            "state": None if snap.state is None else np.round(snap.state, 4).tolist(),
+            **values,
+        }
+        self._publish_diagnostics(level, message, values)
+
+    def _publish_diagnostics(self, level: bytes, message: str, values: dict) -> None:
+        status = DiagnosticStatus(
+            level=level,
+            name=self.get_fully_qualified_name(),
+            message=message,
+            hardware_id="franka",
+            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
+        )
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(msg)
+
+    def _now_s(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point ``goal_planner`` (ROS arguments: ``--ros-args -p key:=value``)."""
+    return run_node(GoalPlannerNode, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

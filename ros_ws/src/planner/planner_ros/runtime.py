@@ -1,0 +1,141 @@
+"""Process plumbing shared by the nodes, the in-process bringup, the tests and the latency script:
+finding the package's config files, reading ROS parameter YAML files, and spinning an executor
+in a background thread.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import rclpy
+import yaml
+from rclpy.context import Context
+from rclpy.executors import Executor, MultiThreadedExecutor
+from rclpy.parameter import Parameter
+
+PACKAGE = "planner"
+
+
+class ParamsFileError(ValueError):
+    """A parameter YAML file that is missing or not in the ROS ``ros__parameters`` layout."""
+
+
+def share_dir() -> Path:
+    """The package's share directory: from the ament index (colcon install), else the source
+    folder (editable pip install), else ``<sys.prefix>/share/planner`` (plain pip install)."""
+    candidates = []
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        candidates.append(Path(get_package_share_directory(PACKAGE)))
+    except (ImportError, LookupError, ValueError, OSError):  # no ament index on this machine
+        pass
+    candidates += [Path(__file__).resolve().parent.parent, Path(sys.prefix) / "share" / PACKAGE]
+    return next((c for c in candidates if (c / "config").is_dir()), candidates[-1])
+
+
+def config_file(name: str) -> Path:
+    """Path of ``config/<name>.yaml`` of this package.
+
+    Raises:
+        ParamsFileError: the file does not exist.
+    """
+    path = share_dir() / "config" / f"{name}.yaml"
+    if not path.is_file():
+        raise ParamsFileError(f"parameter file {path} not found")
+    return path
+
+
+def load_params(path: str | os.PathLike, node_name: str) -> dict[str, Any]:
+    """The ``ros__parameters`` of ``node_name`` (merged over those of ``/**``) in a YAML file.
+
+    Raises:
+        ParamsFileError: missing file, or a file not in the ROS parameter layout.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsFileError(f"parameter file {path} not found")
+    content = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(content, dict):
+        raise ParamsFileError(f"{path}: expected a mapping of node names to ros__parameters")
+    params: dict[str, Any] = {}
+    for key in ("/**", node_name, f"/{node_name}"):
+        section = content.get(key)
+        if section is None:
+            continue
+        if not isinstance(section, dict) or not isinstance(section.get("ros__parameters"), dict):
+            raise ParamsFileError(f"{path}: section {key!r} has no 'ros__parameters' mapping")
+        params.update(section["ros__parameters"])
+    return params
+
+
+def as_parameters(values: dict[str, Any]) -> list[Parameter]:
+    """``{name: value}`` -> rclpy ``Parameter`` list (type inferred from the value)."""
+    return [Parameter(name, value=value) for name, value in values.items()]
+
+
+def init_context(domain_id: int | None = None) -> Context:
+    """A fresh, initialised rclpy context (its own DDS participant set, optional domain id)."""
+    context = Context()
+    rclpy.init(context=context, domain_id=domain_id)
+    return context
+
+
+class BackgroundSpinner:
+    """Spin ``executor`` in a daemon thread until :meth:`stop`; a context manager."""
+
+    def __init__(self, executor: Executor) -> None:
+        self.executor = executor
+        self._thread = threading.Thread(target=executor.spin, name="ros-spin", daemon=True)
+
+    def __enter__(self) -> BackgroundSpinner:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Shut the executor down and join the spin thread."""
+        for node in self.executor.get_nodes():  # no new callbacks from here on
+            self.executor.remove_node(node)
+        self.executor.shutdown(timeout_sec=5.0)
+        self._thread.join(timeout=5.0)
+
+
+def spin_nodes(context: Context, nodes: list, threads: int = 4) -> BackgroundSpinner:
+    """Add ``nodes`` to a new MultiThreadedExecutor and return an (unstarted) spinner for it."""
+    executor = MultiThreadedExecutor(num_threads=threads, context=context)
+    for node in nodes:
+        executor.add_node(node)
+    return BackgroundSpinner(executor)
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.02) -> bool:
+    """Poll ``predicate`` until it is true or ``timeout_s`` passes; returns its last value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(poll_s)
+    return bool(predicate())
+
+
+def run_node(node_factory: Callable[[], Any], argv: list[str] | None = None) -> int:
+    """Console-script body of a node: init rclpy, spin the node until Ctrl-C, shut down."""
+    rclpy.init(args=argv if argv is not None else sys.argv)
+    node = node_factory()
+    try:
+        rclpy.spin(node)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

@@ -1,0 +1,49 @@
+"""The ``jepa-mpc`` console script: one dispatcher over the sub-commands that live in the
+packages that own them (each exposes ``main(argv) -> int``)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> (module whose main(argv) runs it, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("sim.demo", "one reach episode in MuJoCo planned with the embedded sim-small model"),
+    "render": ("sim.render", "render reset/goal/subgoal frames of a task to PNG files"),
+    "bench": ("sim.bench", "headless planning benchmark: tasks x planners x models, baselines"),
+    "bench-env": ("sim.bench_env", "env steps/s and renders/s per backend and image size"),
+    "convert-checkpoint": (
+        "world_model.convert",
+        "official V-JEPA 2-AC .pt -> safetensors + config folder",
+    ),
+    "bench-model": ("world_model.bench", "time one predictor rollout (FLOPs, % of peak)"),
+    "bench-planner": ("planner.bench", "per-action planning time and energy for each actor"),
+    "collect": ("sim.collect", "record expert and random-walk trajectories for training"),
+    "train": ("world_model.train", "train the encoder or the action-conditioned predictor"),
+}
+
+
+def _usage() -> str:
+    width = max(len(name) for name in COMMANDS)
+    lines = ["usage: jepa-mpc <command> [args...]", "", "commands:"]
+    lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
+    lines += ["", "Run 'jepa-mpc <command> --help' for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        print(f"jepa-mpc: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module = importlib.import_module(COMMANDS[command][0])
+    return int(module.main(rest) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""``FrankaTableEnv``: the Gymnasium environment that joins a simulator backend (physics and
+camera) with a task (goal sampler, success test). Actions are 7-D end-effector deltas that pass
+through ``robots.franka.SafetyFilter`` before the backend executes them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from robots.franka import ACTION_DIM, HOME_QPOS, STATE_DIM, FrankaLimits, SafetyFilter
+from sim.backend import Backend, finger_joint_from_closedness, make_backend
+from sim.tasks import Scene, Task, make_task
+
+Observation = dict[str, np.ndarray]
+
+
+class ActionError(ValueError):
+    """An action of the wrong shape or with NaN/inf entries."""
+
+
+def home_qpos() -> np.ndarray:
+    """The reset joint vector ``[9]``: ``robots.franka.HOME_QPOS`` with the fingers open."""
+    return np.array([*HOME_QPOS, *(2 * [finger_joint_from_closedness(0.0)])], dtype=np.float64)
+
+
+class FrankaTableEnv(gym.Env):
+    """Franka Panda + table + 5 cm cube with one exterior camera.
+
+    Observation: ``{"image": uint8 [H, W, 3], "state": float32 [7], "qpos": float32 [9]}``.
+    Action: float ``[7]`` delta ``[dx, dy, dz, droll, dpitch, dyaw, dgripper]`` (robots.franka
+    layout); huge values are clipped by the safety filter, NaN or a wrong shape raise
+    :class:`ActionError`. Episodes are truncated after the task's ``episode_length`` steps and
+    never terminated; ``info`` carries ``success`` and ``distance``. Reward is ``-distance``.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 4}
+
+    def __init__(
+        self,
+        task: str | Task = "reach",
+        backend: str | Backend = "mujoco",
+        image_size: int = 256,
+        seed: int | None = None,
+        limits: FrankaLimits | None = None,
+        render_mode: str | None = "rgb_array",
+        task_overrides: list[str] | None = None,
+    ) -> None:
+        if image_size < 16:
+            raise ValueError(f"image_size must be at least 16 pixels, got {image_size}")
+        self.task = make_task(task, task_overrides) if isinstance(task, str) else task
+        self.backend = make_backend(backend, image_size) if isinstance(backend, str) else backend
+        self.image_size = image_size
+        self.render_mode = render_mode
+        self.safety = SafetyFilter(limits)
+        step = self.safety.limits.step
+        high = np.array([step.translation] * 3 + [step.rotation] * 3 + [step.gripper], np.float32)
+        self.action_space = spaces.Box(-high, high, dtype=np.float32)
+        self.observation_space = spaces.Dict(
+            {
+                "image": spaces.Box(0, 255, (image_size, image_size, 3), dtype=np.uint8),
+                "state": spaces.Box(-4.0, 4.0, (STATE_DIM,), dtype=np.float32),
+                "qpos": spaces.Box(-4.0, 4.0, (9,), dtype=np.float32),
+            }
+        )
+        self.episode_length = self.task.config.episode_length
+        self.steps = -1  # -1: reset() not called yet
+        self._seed = seed
+
+    # -- Gymnasium API -------------------------------------------------------------------------
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Observation, dict[str, Any]]:
+        """Put the arm at home, sample a new goal and place the cube; returns (obs, info)."""
+        if seed is None and self._seed is not None:
+            seed, self._seed = self._seed, None
+        super().reset(seed=seed)
+        self.backend.reset(home_qpos())
+        self.task.sample(self.np_random, self.backend.ee_state())
+        self.task.setup(self.backend)
+        self.steps = 0
+        return self._observation(), self._info()
+
+    def step(self, action: np.ndarray) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
+        """Execute one 0.25 s control step of the delta ``action [7]``."""
+        if self.steps < 0:
+            raise RuntimeError("call reset() before step()")
+        self.backend.move_ee(self.safe_target(action))
+        self.steps += 1
+        info = self._info()
+        truncated = self.steps >= self.episode_length
+        return self._observation(), -info["distance"], False, truncated, info
+
+    def render(self) -> np.ndarray:
+        """The current camera image, uint8 ``[H, W, 3]``."""
+        return self.backend.render()
+
+    def close(self) -> None:
+        self.backend.close()
+
+    # -- goals ---------------------------------------------------------------------------------
+
+    def safe_target(self, action: np.ndarray) -> np.ndarray:
+        """Validate ``action [7]`` and return the safety-filtered absolute TCP target ``[7]``."""
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != (ACTION_DIM,):
+            raise ActionError(f"action must have shape ({ACTION_DIM},), got {action.shape}")
+        if not np.all(np.isfinite(action)):
+            raise ActionError(f"action contains NaN or inf: {action.tolist()}")
+        state = torch.from_numpy(self.backend.ee_state())
+        return self.safety.target(state, torch.from_numpy(action)).numpy()
+
+    def goal(self) -> Observation:
+        """The goal observation ``{"image", "state", "qpos"}`` of the current episode."""
+        return self.render_scene(self.task.goal_scene())
+
+    def subgoals(self) -> list[Observation]:
+        """Observations of the task's intermediate configurations (last = goal); [] if none."""
+        return [self.render_scene(scene) for scene in self.task.subgoal_scenes()]
+
+    def render_scene(self, scene: Scene) -> Observation:
+        """Observation of ``scene`` (arm IK'd there, cube placed); the live state is restored."""
+        if self.steps < 0:
+            raise RuntimeError("call reset() before asking for goal images")
+        snapshot = self.backend.snapshot()
+        try:
+            self.backend.place_ee(scene.ee)
+            self.backend.set_cube_pose(scene.cube)
+            observation = self._observation()
+        finally:
+            self.backend.restore(snapshot)
+        return observation
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _observation(self) -> Observation:
+        return {
+            "image": self.backend.render(),
+            "state": self.backend.ee_state().astype(np.float32),
+            "qpos": self.backend.qpos().astype(np.float32),
+        }
+
+    def _info(self) -> dict[str, Any]:
+        return {
+            "success": bool(self.task.success(self.backend)),
+            "distance": float(self.task.distance(self.backend)),
+            "step": self.steps,
+        }

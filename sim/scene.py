@@ -1,0 +1,135 @@
+"""The MuJoCo scene: the Franka Panda arm + hand description and meshes shipped with the
+installed ``gymnasium_robotics`` package (referenced by path, not copied), placed at the origin of
+our own MJCF with a table, a red 5 cm cube, lights and one fixed DROID-style exterior camera.
+
+World frame = robot base frame: the base sits at the origin, x points away from the robot over
+the table, z up, and the table top is the plane z = 0.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+
+from sim.backend import CUBE_SIZE
+
+TABLE_HEIGHT = 0.75  # the floor is this far below the table top
+# Exterior camera, front-left of the robot looking back at the arm and the workspace.
+CAMERA_POSITION = np.array([1.15, -0.78, 0.72])
+CAMERA_TARGET = np.array([0.33, 0.0, 0.28])
+CAMERA_FOVY = 50.0
+# TCP: midway between the fingertip pads, on the hand's axis (link7 frame, metres).
+TCP_OFFSET = 0.1654 + 0.075  # finger base + pad centre (fingertips ~2 cm lower)
+
+
+class AssetError(FileNotFoundError):
+    """The Franka description of gymnasium_robotics could not be found."""
+
+
+def franka_assets_dir() -> Path:
+    """Folder of the Panda MJCF + meshes inside the installed gymnasium_robotics package."""
+    spec = importlib.util.find_spec("gymnasium_robotics")
+    if spec is None or not spec.submodule_search_locations:
+        raise AssetError("gymnasium_robotics is not installed; pip install gymnasium-robotics")
+    root = Path(next(iter(spec.submodule_search_locations)))
+    folder = root / "envs" / "assets" / "kitchen_franka" / "franka_assets"
+    for name in ("assets.xml", "chain.xml", "actuator.xml", "meshes"):
+        if not (folder / name).exists():
+            raise AssetError(f"missing {folder / name} in the installed gymnasium_robotics")
+    return folder
+
+
+def look_at_xyaxes(position: np.ndarray, target: np.ndarray) -> str:
+    """MJCF ``xyaxes`` of a camera at ``position [3]`` looking at ``target [3]``, z up."""
+    forward = (target - position) / np.linalg.norm(target - position)
+    right = np.cross(forward, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)
+    return " ".join(f"{v:.6f}" for v in (*right, *up))
+
+
+def _robot_elements(folder: Path) -> tuple[list[ET.Element], ET.Element, ET.Element]:
+    """(asset/default elements, arm body tree, actuator element) of the Panda description."""
+    assets = ET.parse(folder / "assets.xml").getroot()
+    shared = [el for el in assets if el.tag in ("asset", "default")]
+    arm = ET.parse(folder / "chain.xml").getroot().find("body")
+    for body in arm.iter("body"):
+        body.set("gravcomp", "1")  # torque-controlled arms compensate gravity in firmware
+    link7 = next(b for b in arm.iter("body") if b.get("name") == "panda0_link7")
+    ET.SubElement(
+        link7,
+        "site",
+        name="tcp",
+        pos=f"0 0 {TCP_OFFSET}",
+        euler="0 0 -0.785398",
+        size="0.005",
+        rgba="0 1 0 0",
+        group="4",
+    )
+    actuator = ET.parse(folder / "actuator.xml").getroot().find("actuator")
+    return shared, arm, actuator
+
+
+_SCENE = """
+<mujoco model="jepa_mpc_franka_table">
+  <compiler angle="radian" meshdir="{meshdir}" autolimits="true"/>
+  <option timestep="0.002" integrator="implicitfast" cone="elliptic" impratio="5"/>
+  <visual>
+    <global offwidth="{offscreen}" offheight="{offscreen}"/>
+    <headlight ambient="0.35 0.35 0.35" diffuse="0.4 0.4 0.4" specular="0.1 0.1 0.1"/>
+  </visual>
+  <asset>
+    <texture name="sky" type="skybox" builtin="gradient" rgb1=".75 .78 .8" rgb2=".45 .47 .5"
+             width="64" height="64"/>
+    <texture name="floor_tex" type="2d" builtin="checker" rgb1=".32 .34 .36" rgb2=".26 .28 .3"
+             width="256" height="256"/>
+    <material name="floor_mat" texture="floor_tex" texrepeat="8 8"/>
+    <texture name="wood_tex" type="2d" builtin="flat" rgb1=".62 .5 .36" width="64" height="64"
+             mark="random" markrgb=".58 .46 .33" random="0.1"/>
+    <material name="table_mat" texture="wood_tex" texrepeat="3 3" specular="0.1"/>
+  </asset>
+  <worldbody>
+    <light pos="0.6 -0.6 2.0" dir="-0.2 0.3 -1" diffuse=".7 .7 .7" castshadow="false"/>
+    <light pos="-0.4 0.8 1.8" dir="0.4 -0.4 -1" diffuse=".35 .35 .35" castshadow="false"/>
+    <geom name="floor" type="plane" size="3 3 0.1" pos="0 0 -{table_height}"
+          material="floor_mat"/>
+    <geom name="table" type="box" size="0.65 0.75 0.02" pos="0.35 0 -0.02"
+          material="table_mat" friction="0.8 0.005 0.0001"/>
+    <geom name="table_leg" type="box" size="0.5 0.6 {leg_half}" pos="0.35 0 -{leg_center}"
+          rgba=".3 .3 .32 1" contype="0" conaffinity="0"/>
+    <camera name="exterior" pos="{cam_pos}" xyaxes="{cam_xyaxes}" fovy="{fovy}"/>
+    <body name="cube" pos="0.5 0 {half}">
+      <freejoint name="cube_joint"/>
+      <geom name="cube" type="box" size="{half} {half} {half}" rgba=".85 .12 .1 1" mass="0.05"
+            friction="1.0 0.005 0.0001" condim="4"/>
+    </body>
+  </worldbody>
+</mujoco>
+"""
+
+
+def scene_xml(offscreen: int = 640) -> str:
+    """The complete MJCF of the table-top scene as a string (mesh paths absolute)."""
+    folder = franka_assets_dir()
+    root = ET.fromstring(
+        _SCENE.format(
+            meshdir=(folder / "meshes").as_posix(),
+            offscreen=max(offscreen, 640),
+            table_height=TABLE_HEIGHT,
+            leg_half=(TABLE_HEIGHT - 0.04) / 2,
+            leg_center=0.04 + (TABLE_HEIGHT - 0.04) / 2,
+            cam_pos=" ".join(f"{v:.4f}" for v in CAMERA_POSITION),
+            cam_xyaxes=look_at_xyaxes(CAMERA_POSITION, CAMERA_TARGET),
+            fovy=CAMERA_FOVY,
+            half=CUBE_SIZE / 2,
+        )
+    )
+    shared, arm, actuator = _robot_elements(folder)
+    for index, element in enumerate(shared):
+        root.insert(1 + index, element)
+    root.find("worldbody").append(arm)
+    root.append(actuator)
+    return ET.tostring(root, encoding="unicode")

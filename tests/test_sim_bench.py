@@ -1,0 +1,159 @@
+"""``jepa-mpc bench``: outputs written, same seeds across methods, baselines behave, the planner
+on the ground-truth-state model beats random on reach, Wilson intervals, bad requests."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import imageio.v2 as imageio
+import numpy as np
+import pytest
+
+from planner.inputs import PlanInputError
+from robots.config import ConfigError
+from sim import bench
+from sim.bench_report import wilson_interval
+
+SMALL = ["--image-size", "64", "--episodes", "2", "--device", "cpu"]
+PLANNER_OVERRIDES = ["actor.samples=32", "actor.iterations=3", "actor.elites=4"]
+
+
+@pytest.fixture(scope="module")
+def reach_run(tmp_path_factory):
+    """One small reach benchmark: random, expert and iCEM on the state model, 8 steps."""
+    out = tmp_path_factory.mktemp("bench") / "reach"
+    argv = ["--tasks", "reach", "--planners", "icem", "--models", "state", "--steps", "8"]
+    assert bench.main([*argv, *SMALL, "--out", str(out), *PLANNER_OVERRIDES]) == 0
+    return out, json.loads((out / "results.json").read_text())
+
+
+def _row(results: dict, method: str) -> dict:
+    return next(row for row in results["rows"] if row["method"] == method)
+
+
+def test_outputs_are_written(reach_run, capsys):
+    out, results = reach_run
+    names = {path.name for path in out.iterdir()}
+    assert {"results.json", "results.md", "success.png", "planning_time.png"} <= names
+    assert not [name for name in names if name.startswith(".")]  # no temp files left
+    assert [row["method"] for row in results["rows"]] == ["random", "expert", "icem@state"]
+    table = (out / "results.md").read_text()
+    assert "| reach | icem@state | " in table and "95 % CI" in table
+    for name in ("success.png", "planning_time.png"):
+        image = imageio.imread(out / name)
+        assert image.ndim == 3 and image.shape[0] > 100
+
+
+def test_same_seeds_starts_and_goals_across_methods(reach_run):
+    _, results = reach_run
+    by_method: dict[str, list] = {}
+    for episode in results["episodes"]:
+        by_method.setdefault(episode["method"], []).append(episode)
+    assert set(by_method) == {"random", "expert", "icem@state"}
+    reference = by_method["expert"]
+    for episodes in by_method.values():
+        assert [e["seed"] for e in episodes] == [0, 1]
+        assert all(e["steps"] == 8 for e in episodes)
+        for episode, ref in zip(episodes, reference, strict=True):
+            np.testing.assert_allclose(episode["start_state"], ref["start_state"], atol=1e-6)
+            np.testing.assert_allclose(episode["goal_state"], ref["goal_state"], atol=1e-6)
+    # Different seeds give different goals.
+    assert not np.allclose(reference[0]["goal_state"], reference[1]["goal_state"])
+
+
+def test_expert_succeeds_and_beats_random_and_the_planner_gets_closer(reach_run):
+    _, results = reach_run
+    random, expert, planner = (_row(results, m) for m in ("random", "expert", "icem@state"))
+    assert expert["success_rate"] == 1.0 and random["success_rate"] == 0.0
+    assert expert["distance_mean"] < random["distance_mean"]
+    assert planner["distance_mean"] < 0.5 * random["distance_mean"]
+    assert random["plan_s_median"] is None and random["evaluations_per_action"] is None
+    assert planner["plan_s_p90"] >= planner["plan_s_median"] > 0
+    assert planner["evaluations_per_action"] > 0
+
+
+def test_wilson_interval_matches_the_closed_form():
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and math.isclose(high, 0.27753, abs_tol=1e-5)
+    low, high = wilson_interval(5, 10)
+    assert math.isclose(low, 0.23659, abs_tol=1e-5) and math.isclose(high, 0.76341, abs_tol=1e-5)
+    low, high = wilson_interval(10, 10)
+    assert math.isclose(low, 0.72247, abs_tol=1e-5) and high == 1.0
+    low, high = wilson_interval(45, 50)
+    assert math.isclose(low, 0.78640, abs_tol=1e-5) and math.isclose(high, 0.95652, abs_tol=1e-5)
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
+
+
+def test_pick_place_subgoal_schedule_scales_the_papers_4_10_4():
+    assert bench.goal_schedule("pick_place", 3, 18) == [0] * 4 + [1] * 10 + [2] * 4
+    schedule = bench.goal_schedule("pick_place", 3, 50)
+    assert [schedule.count(stage) for stage in range(3)] == [11, 28, 11]
+    assert bench.goal_schedule("reach", 1, 5) == [0] * 5
+    assert bench.goal_schedule("grasp", 2, 30) == [0] * 15 + [1] * 15  # equal shares
+
+
+def test_image_model_planner_and_pick_place_videos(tmp_path):
+    """The tiny V-JEPA 2-AC fixture plans from images alone; pick_place runs its subgoals."""
+    out = tmp_path / "pp"
+    argv = ["--tasks", "pick_place", "--planners", "cem_paper", "--baselines", "none"]
+    argv += ["--models", "tests/data/vjepa2_ac_tiny.pt#tiny", "--steps", "3", "--videos"]
+    assert bench.main([*argv, *SMALL, "--out", str(out), *PLANNER_OVERRIDES]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [row["method"] for row in results["rows"]] == ["cem_paper@vjepa2_ac_tiny"]
+    videos = sorted((out / "videos").iterdir())
+    assert len(videos) == 2
+    frames = imageio.mimread(videos[0])
+    assert len(frames) == 4 and frames[0].shape[:2] == (64, 128)  # reset + 3 steps; goal beside
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "error", "words"),
+    [
+        ("--tasks", "reach,fly", bench.BenchError, "fly"),
+        ("--planners", "nosuchplanner", FileNotFoundError, "nosuchplanner"),
+        ("--models", "no/such/model.pt", FileNotFoundError, "no/such/model.pt"),
+        ("--baselines", "oracle", bench.BenchError, "oracle"),
+        ("--episodes", "0", bench.BenchError, "episodes"),
+    ],
+)
+def test_bad_requests_raise_and_write_nothing(tmp_path, capsys, flag, value, error, words):
+    out = tmp_path / "out"
+    config, _ = bench.parse_args([flag, value, "--out", str(out), *SMALL[:2]])
+    with pytest.raises(error, match=words.replace(".", r"\.")):
+        bench.run_benchmark(config, out)
+    assert bench.main([flag, value, "--out", str(out), *SMALL[:2]]) == 2
+    assert words in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_bad_planner_override_is_a_config_error(tmp_path):
+    config, out = bench.parse_args(["--out", str(tmp_path / "o"), "actor.nonsense=1"])
+    with pytest.raises(ConfigError, match="nonsense"):
+        bench.run_benchmark(config, out)
+    assert not out.exists()
+
+
+def test_config_file_and_flags(tmp_path):
+    config, _ = bench.parse_args(["--config", "cpu_small", "--episodes", "3", "--out", "x"])
+    assert config.tasks == ("reach", "grasp") and config.planners == ("cem_paper", "icem")
+    assert config.episodes == 3 and config.image_size == 64
+    path = tmp_path / "b.yaml"
+    path.write_text("tasks: [reach]\nepisodes: 2\nbogus: 1\n")
+    with pytest.raises(ConfigError, match="bogus"):
+        bench.parse_args(["--config", str(path), "--out", "x"])
+
+
+def test_state_model_goal_needs_its_state():
+    """The state model sees the goal state; an image model must not (no oracle)."""
+    from planner import Planner
+    from world_model.state_model import StateWorldModel
+
+    planner = Planner.from_config("icem", StateWorldModel(), "cpu", PLANNER_OVERRIDES)
+    policy = bench.PlannerPolicy(planner, goal_state=False)
+    obs = {"image": np.zeros((32, 32, 3), np.uint8), "state": np.zeros(7, np.float32)}
+    obs["state"][:3] = (0.5, 0.0, 0.3)
+    with pytest.raises((PlanInputError, ValueError), match="state"):
+        policy.act(None, obs, {"image": obs["image"], "state": obs["state"]})

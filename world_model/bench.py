@@ -1,0 +1,164 @@
+"""``jepa-mpc bench-model``: time one predictor rollout of S samples x H steps (the planner's
+inner call), count its FLOPs analytically and compare with a matmul peak measured here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from world_model.config import WorldModelConfig, mlp_hidden_dim
+from world_model.layers import init_weights
+from world_model.model import WorldModel, resolve_config
+from world_model.predictor import COND_TOKENS
+
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def rollout_flops(config: WorldModelConfig, samples: int, horizon: int) -> int:
+    """Multiply-add FLOPs (2 per MAC) of a KV-cached rollout: every Linear of the predictor
+    plus attention scores and weighted sums (step t attends to (t + 1) frames)."""
+    pred = config.predictor
+    n_patch, width, dim = config.num_patches, pred.predictor_embed_dim, config.encoder.embed_dim
+    tokens = n_patch + COND_TOKENS
+    hidden = mlp_hidden_dim(width, pred.mlp_ratio)
+    per_layer_linear = 2 * tokens * width * (4 * width + 2 * hidden)  # qkv, proj, fc1, fc2
+    io = 2 * n_patch * dim * width * 2 + 2 * 2 * pred.action_embed_dim * width  # embed, proj
+    total = 0
+    for step in range(horizon):
+        context = (step + 1) * tokens
+        attention = 2 * 2 * tokens * context * width  # q k^T and attn @ v
+        total += pred.depth * (per_layer_linear + attention) + io
+    return samples * total
+
+
+def rollout_model(config: WorldModelConfig, device: torch.device, seed: int = 0) -> WorldModel:
+    """A WorldModel whose predictor is real (random init) on ``device`` and whose encoder is
+    left on the meta device: a rollout never touches it, and ViT-g would cost 4 GB."""
+    torch.manual_seed(seed)
+    with torch.device("meta"):
+        model = WorldModel(config)
+    model.predictor.to_empty(device=device)
+    init_weights(model.predictor, model.predictor.predictor_blocks)
+    model.predictor.reset_rope(device)
+    return model.eval()
+
+
+def time_call(fn: Callable[[], object], device: torch.device, warmup: int, repeats: int):
+    """Median and all wall times (s) of ``fn`` after ``warmup`` calls."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), times
+
+
+def matmul_peak(device: torch.device, dtype: torch.dtype, size: int) -> float:
+    """Achieved TFLOP/s of a square ``size`` matmul in ``dtype`` (this machine's peak)."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    median, _ = time_call(lambda: a @ b, device, warmup=2, repeats=7)
+    return 2 * size**3 / median / 1e12
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Build, time and measure; returns the result record."""
+    device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    )
+    dtype_name = (
+        args.dtype if args.dtype != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+    )
+    config = resolve_config(args.preset)
+    model = rollout_model(config, device)
+    model.autocast_dtype = DTYPES[dtype_name]
+    gen = torch.Generator(device=device).manual_seed(0)
+    z0 = torch.randn(1, model.num_patches, model.latent_dim, device=device, generator=gen)
+    s0 = torch.full((1, model.state_dim), 0.3, device=device)
+    actions = 0.05 * torch.randn(
+        args.samples, args.horizon, model.state_dim, device=device, generator=gen
+    )
+
+    @torch.no_grad()
+    def rollout() -> torch.Tensor:
+        return model.rollout(z0, s0, actions)
+
+    median, times = time_call(rollout, device, args.warmup, args.repeats)
+    flops = rollout_flops(config, args.samples, args.horizon)
+    size = args.matmul_size or (8192 if device.type == "cuda" else 2048)
+    peak = matmul_peak(device, DTYPES[dtype_name], size)
+    achieved = flops / median / 1e12
+    return {
+        "preset": str(args.preset),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "dtype": dtype_name,
+        "samples": args.samples,
+        "horizon": args.horizon,
+        "predictor_params_m": sum(p.numel() for p in model.predictor.parameters()) / 1e6,
+        "rollout_ms_median": median * 1e3,
+        "rollout_ms_all": [t * 1e3 for t in times],
+        "gflop": flops / 1e9,
+        "achieved_tflops": achieved,
+        "matmul_size": size,
+        "matmul_peak_tflops": peak,
+        "fraction_of_peak": achieved / peak,
+    }
+
+
+def print_table(result: dict) -> None:
+    """The result as aligned ``name  value`` lines."""
+    width = max(map(len, result))
+    for key, value in result.items():
+        if isinstance(value, float):
+            value = f"{value:.4g}"
+        elif isinstance(value, list):
+            value = ", ".join(f"{v:.4g}" for v in value)
+        print(f"{key:<{width}}  {value}")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="jepa-mpc bench-model", description=__doc__)
+    parser.add_argument("--preset", default="vitg-ac", help="model preset or config path")
+    parser.add_argument("--samples", type=int, default=400, help="rollouts in the batch (S)")
+    parser.add_argument("--horizon", type=int, default=2, help="steps per rollout (H)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, ...")
+    parser.add_argument("--dtype", default="auto", choices=["auto", *DTYPES])
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--matmul-size", type=int, default=0, help="0: 8192 CUDA, 2048 CPU")
+    parser.add_argument("--json", default=None, help="write the result here")
+    args = parser.parse_args(argv)
+    if args.samples < 1 or args.horizon < 1 or args.repeats < 1:
+        parser.error("--samples, --horizon and --repeats must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark, print a table, optionally write JSON (atomically)."""
+    args = parse_args(argv)
+    result = run(args)
+    print_table(result)
+    if args.json:
+        path = Path(args.json)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(result, indent=1))
+        os.replace(tmp, path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

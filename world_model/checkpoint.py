@@ -1,0 +1,254 @@
+"""Checkpoint I/O: the official V-JEPA 2-AC layout (a torch pickle ``{"encoder", "predictor"}``,
+read only with ``weights_only=True``) and our own folder format (``model.safetensors`` +
+``config.json``). Loading is strict: a missing, unexpected or mis-shaped key is an error."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import re
+import shutil
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from world_model.config import WorldModelConfig, config_from_dict
+from world_model.errors import CheckpointError, CheckpointKeyError, CheckpointNotFoundError
+from world_model.model import WorldModel, resolve_config
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+OFFICIAL_PARTS = ("encoder", "predictor")
+OFFICIAL_PREFIXES = ("module.", "backbone.")
+DEFAULT_HEAD_DIM = 64  # every released V-JEPA 2 model; heads are not visible in the tensors
+
+
+def map_official_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
+    """Official checkpoint -> ``WorldModel.state_dict()`` names.
+
+    ``{"encoder": {"module.backbone.blocks.0.attn.qkv.weight": ...}, "predictor": {...}}``
+    becomes ``{"encoder.blocks.0.attn.qkv.weight": ..., "predictor....": ...}``: the release's
+    ``module.`` / ``backbone.`` prefixes are stripped and the part name is prepended (our
+    parameter names otherwise equal the release's).
+    """
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"checkpoint must be a mapping, got {type(checkpoint).__name__}")
+    missing = [part for part in OFFICIAL_PARTS if part not in checkpoint]
+    if missing:
+        raise CheckpointError(
+            f"checkpoint lacks {missing}; an official V-JEPA 2-AC checkpoint holds "
+            f"'encoder' and 'predictor' (found keys {sorted(map(str, checkpoint))[:8]})"
+        )
+    mapped: dict[str, torch.Tensor] = {}
+    for part in OFFICIAL_PARTS:
+        weights = checkpoint[part]
+        if not isinstance(weights, dict):
+            raise CheckpointError(f"checkpoint[{part!r}] must be a state dict")
+        for key, tensor in weights.items():
+            name = key
+            for prefix in OFFICIAL_PREFIXES:
+                name = name.removeprefix(prefix)
+            if not isinstance(tensor, torch.Tensor):
+                raise CheckpointKeyError(f"{part}: {key!r} is not a tensor")
+            mapped[f"{part}.{name}"] = tensor
+    return mapped
+
+
+def infer_config(state: dict[str, torch.Tensor]) -> WorldModelConfig:
+    """Sizes from mapped tensors. Heads assume head dim 64 (all released models); the image
+    size (not visible with RoPE) defaults to 256. Pass a config when either differs."""
+    try:
+        patch = state["encoder.patch_embed.proj.weight"]
+        enc_fc1 = state["encoder.blocks.0.mlp.fc1.weight"]
+        pred_fc1 = state["predictor.predictor_blocks.0.mlp.fc1.weight"]
+        action = state["predictor.action_encoder.weight"]
+    except KeyError as error:
+        raise CheckpointKeyError(f"cannot infer sizes: missing key {error.args[0]!r}") from None
+    enc_dim, pred_dim = patch.shape[0], pred_fc1.shape[1]
+    for name, dim in (("encoder", enc_dim), ("predictor", pred_dim)):
+        if dim % DEFAULT_HEAD_DIM:
+            raise CheckpointError(
+                f"cannot infer the {name}'s head count (width {dim} is not a multiple of "
+                f"{DEFAULT_HEAD_DIM}); pass config= with its sizes"
+            )
+    data = {
+        "patch_size": int(patch.shape[-1]),
+        "tubelet_size": int(patch.shape[2]),
+        "encoder": {
+            "embed_dim": int(enc_dim),
+            "depth": _count_blocks(state, "encoder.blocks."),
+            "num_heads": int(enc_dim // DEFAULT_HEAD_DIM),
+            "mlp_ratio": enc_fc1.shape[0] / enc_dim,
+        },
+        "predictor": {
+            "predictor_embed_dim": int(pred_dim),
+            "depth": _count_blocks(state, "predictor.predictor_blocks."),
+            "num_heads": int(pred_dim // DEFAULT_HEAD_DIM),
+            "mlp_ratio": pred_fc1.shape[0] / pred_dim,
+            "action_embed_dim": int(action.shape[1]),
+        },
+    }
+    return config_from_dict(data, where="inferred from checkpoint")
+
+
+def _count_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
+    return len({key[len(prefix) :].split(".")[0] for key in state if key.startswith(prefix)})
+
+
+def load_state_strict(model: WorldModel, state: dict[str, torch.Tensor]) -> None:
+    """Put ``state``'s tensors into ``model`` (assigned, not copied: ``model`` may live on the
+    meta device); raises CheckpointKeyError naming any missing, unexpected or mis-shaped key
+    (the first few of each) before anything is changed."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [
+        f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(value.shape)}"
+        for key, value in expected.items()
+        if key in state and state[key].shape != value.shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing key(s) {missing[:5]}" + (" ..." if len(missing) > 5 else ""))
+    if unexpected:
+        problems.append(f"unexpected key(s) {unexpected[:5]}")
+    if shapes:
+        problems.append("mis-shaped " + "; ".join(shapes[:5]))
+    if problems:
+        raise CheckpointKeyError("checkpoint does not fit the model: " + " | ".join(problems))
+    model.load_state_dict(state, strict=True, assign=True)
+
+
+def read_official(path: Path) -> dict[str, torch.Tensor]:
+    """Read an official ``.pt`` with ``torch.load(weights_only=True)`` and map its keys."""
+    try:
+        with warnings.catch_warnings():  # torch warns about protocol-4 pickles it then refuses
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        code = re.search(r"GLOBAL (\S+)", str(error))
+        if code:
+            raise CheckpointError(
+                f"{path}: refusing to load: the pickle references code ({code.group(1)}) "
+                f"that unpickling would run; only plain tensor checkpoints are accepted"
+            ) from None
+        raise CheckpointError(
+            f"{path}: refusing to load: not a plain tensor checkpoint (corrupt, or pickle "
+            f"content the safe loader does not accept): {_unpickler_reason(error)}"
+        ) from None
+    except Exception as error:  # torch.load raises many types on garbage or truncated input
+        raise CheckpointError(
+            f"{path}: not a readable torch checkpoint (truncated or corrupt?): "
+            f"{type(error).__name__}: {str(error)[:200]}"
+        ) from None
+    return map_official_state_dict(checkpoint)
+
+
+def _unpickler_reason(error: Exception) -> str:
+    """The informative line of torch's long weights-only refusal message."""
+    boilerplate = ("Weights only load failed", "Re-running", "Please file", "Check the doc")
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    useful = [line for line in lines if not line.startswith(boilerplate)]
+    return (useful or lines or ["unknown"])[0][:200]
+
+
+def read_folder(folder: Path) -> tuple[WorldModelConfig, dict[str, torch.Tensor]]:
+    """Read our format: ``config.json`` + ``model.safetensors``."""
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (folder / name).is_file():
+            raise CheckpointNotFoundError(
+                f"{folder}: no {name} (a converted model folder holds {CONFIG_FILE} and "
+                f"{WEIGHTS_FILE})"
+            )
+    try:
+        with open(folder / CONFIG_FILE, encoding="utf-8") as handle:
+            config = config_from_dict(json.load(handle), where=str(folder / CONFIG_FILE))
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{folder / CONFIG_FILE}: invalid JSON ({error})") from None
+    try:
+        state = load_file(folder / WEIGHTS_FILE)
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{folder / WEIGHTS_FILE}: unreadable ({error})") from None
+    return config, state
+
+
+def find_checkpoint(path_or_name: str | Path) -> Path:
+    """A path that exists, or a bundled name meaning ``world_model/checkpoints/<name>/``."""
+    path = Path(path_or_name)
+    if path.exists():
+        return path
+    bundled = CHECKPOINT_DIR / str(path_or_name)
+    if path.name == str(path_or_name) and not path.suffix and bundled.is_dir():
+        return bundled
+    known = known_checkpoints()
+    raise CheckpointNotFoundError(
+        f"no checkpoint at {str(path_or_name)!r}; give a path to an official .pt or a "
+        f"converted folder, or a bundled name (known: {', '.join(known) or 'none'})"
+    )
+
+
+def known_checkpoints() -> list[str]:
+    """Names of the bundled checkpoints in ``world_model/checkpoints/``."""
+    if not CHECKPOINT_DIR.is_dir():
+        return []
+    return sorted(p.name for p in CHECKPOINT_DIR.iterdir() if (p / CONFIG_FILE).is_file())
+
+
+def load(
+    path_or_name: str | Path,
+    config: str | Path | WorldModelConfig | None = None,
+    device: str | torch.device = "cpu",
+) -> WorldModel:
+    """Load a world model, in eval mode on ``device``.
+
+    Args:
+        path_or_name: an official ``.pt``, a converted folder, or a bundled name ("sim-small").
+        config: sizes (config, preset name or path); default: the folder's ``config.json``, or
+            for a ``.pt`` inferred from its tensors.
+        device: where to put it.
+    """
+    path = find_checkpoint(path_or_name)
+    if path.is_dir():
+        folder_config, state = read_folder(path)
+        config = folder_config if config is None else resolve_config(config)
+    else:
+        state = read_official(path)
+        config = infer_config(state) if config is None else resolve_config(config)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    with torch.device("meta"):  # no throw-away random init of (up to 1.3 B) parameters
+        model = WorldModel(config)
+    load_state_strict(model, state)
+    model.predictor.reset_rope("cpu")
+    return model.to(device).eval()
+
+
+def save(model: WorldModel, out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Write ``model`` as ``out_dir/{config.json, model.safetensors}`` atomically (a temp folder
+    beside it, then a rename), so no half-written folder is ever left at ``out_dir``."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+        save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "jepa-mpc/world_model/v1"})
+        with open(tmp / CONFIG_FILE, "w", encoding="utf-8") as handle:
+            json.dump(model.config.to_dict(), handle, indent=1)
+        if out_dir.exists():
+            old = out_dir.with_name(f".{out_dir.name}.old")
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out_dir

@@ -1,0 +1,112 @@
+"""Model sizes as typed dataclasses (the same field names as the public V-JEPA 2-AC release's
+config, so its JSON loads as is) and loading of the presets in ``configs/model/``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from robots.config import ConfigError, apply_overrides, from_dict, load_config
+
+
+@dataclass
+class EncoderConfig:
+    """Video ViT encoder sizes (defaults: ViT-g/16 of the AC release)."""
+
+    embed_dim: int = 1408
+    depth: int = 40
+    num_heads: int = 22
+    mlp_ratio: float = 48 / 11
+    use_rope: bool = True
+
+
+@dataclass
+class PredictorConfig:
+    """Action-conditioned predictor sizes (defaults: the AC release)."""
+
+    predictor_embed_dim: int = 1024
+    depth: int = 24
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    use_rope: bool = True
+    action_embed_dim: int = 7
+    is_frame_causal: bool = True
+
+
+@dataclass
+class WorldModelConfig:
+    """Encoder + predictor sizes. ``num_frames // tubelet_size`` bounds the rollout length."""
+
+    img_size: int = 256
+    patch_size: int = 16
+    tubelet_size: int = 2
+    num_frames: int = 64
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+
+    def __post_init__(self) -> None:
+        if self.img_size % self.patch_size:
+            raise ConfigError(f"img_size {self.img_size} is not a multiple of {self.patch_size}")
+        for name, dim, heads in (
+            ("encoder", self.encoder.embed_dim, self.encoder.num_heads),
+            ("predictor", self.predictor.predictor_embed_dim, self.predictor.num_heads),
+        ):
+            if dim % heads or (dim // heads) % 2:
+                raise ConfigError(f"{name}: dim {dim} / {heads} heads must give an even head dim")
+        if not (self.encoder.use_rope and self.predictor.use_rope):
+            raise ConfigError("only 3-D RoPE models are supported (use_rope: true)")
+        if not self.predictor.is_frame_causal:
+            raise ConfigError("only block-causal predictors are supported (is_frame_causal: true)")
+        if self.max_frames < 1:
+            raise ConfigError(f"num_frames {self.num_frames} < tubelet_size {self.tubelet_size}")
+
+    @property
+    def grid_size(self) -> int:
+        """Patches per image side."""
+        return self.img_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        """Tokens per frame (N)."""
+        return self.grid_size**2
+
+    @property
+    def max_frames(self) -> int:
+        """Longest frame sequence the predictor accepts (the release's mask size)."""
+        return self.num_frames // self.tubelet_size
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested mapping (what ``config.json`` holds)."""
+        return asdict(self)
+
+
+def mlp_hidden_dim(dim: int, ratio: float) -> int:
+    """Hidden width of a block's MLP (``round`` guards against 1408 * 48/11 = 6143.999...)."""
+    return int(round(dim * ratio))
+
+
+def config_from_dict(data: dict[str, Any], where: str = "WorldModelConfig") -> WorldModelConfig:
+    """Build a config from a nested mapping; unknown keys raise ``ConfigError`` by name."""
+    return from_dict(WorldModelConfig, data, where=where)
+
+
+def load_model_config(
+    name_or_path: str | Path, overrides: list[str] | None = None
+) -> WorldModelConfig:
+    """Load a preset name (``configs/model/<name>.yaml``), a YAML path or a JSON path.
+
+    Returns:
+        WorldModelConfig.
+    """
+    path = Path(name_or_path)
+    if path.suffix == ".json":
+        if not path.is_file():
+            raise FileNotFoundError(f"model config file not found: {path}")
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+        if overrides:
+            data = apply_overrides(data, overrides)
+        return config_from_dict(data, where=path.name)
+    return load_config(WorldModelConfig, name_or_path, "model", overrides)

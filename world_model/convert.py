@@ -1,0 +1,38 @@
+"""``jepa-mpc convert-checkpoint in.pt out_dir/``: official V-JEPA 2-AC checkpoint -> our folder
+format (``model.safetensors`` + ``config.json``), checked by a strict load on the way."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from world_model.checkpoint import load, save
+from world_model.errors import CheckpointError, CheckpointNotFoundError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Convert; returns 0 on success, 1 (with a message on stderr) on a bad checkpoint."""
+    parser = argparse.ArgumentParser(
+        prog="jepa-mpc convert-checkpoint",
+        description="Convert an official V-JEPA 2-AC .pt into model.safetensors + config.json.",
+    )
+    parser.add_argument("checkpoint", help="official .pt (or a converted folder)")
+    parser.add_argument("out_dir", help="folder to write (written atomically)")
+    parser.add_argument(
+        "--config", default=None, help="model preset or YAML/JSON path (default: inferred)"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace out_dir if it exists")
+    args = parser.parse_args(argv)
+    try:
+        model = load(args.checkpoint, config=args.config)
+        out = save(model, args.out_dir, overwrite=args.overwrite)
+    except (CheckpointError, CheckpointNotFoundError, FileExistsError) as error:
+        print(f"convert-checkpoint: {error}", file=sys.stderr)
+        return 1
+    params = sum(p.numel() for p in model.parameters())
+    print(f"wrote {out} ({params / 1e6:.2f} M parameters)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Trajectory data: the on-disk format (``docs/data_format.md``), its writer and reader, and a
+streaming clip dataset for training."""
+
+from world_model.data.format import (
+    ACTION_NAMES,
+    FORMAT,
+    VERSION,
+    DatasetError,
+    DatasetNotFoundError,
+    Episode,
+    TrajectoryReader,
+    TrajectoryWriter,
+    actions_from_states,
+    read_meta,
+)
+from world_model.data.stream import TrajectoryDataset
+
+__all__ = [
+    "ACTION_NAMES",
+    "FORMAT",
+    "VERSION",
+    "DatasetError",
+    "DatasetNotFoundError",
+    "Episode",
+    "TrajectoryDataset",
+    "TrajectoryReader",
+    "TrajectoryWriter",
+    "actions_from_states",
+    "read_meta",
+]

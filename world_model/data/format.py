@@ -1,0 +1,330 @@
+"""Trajectory datasets on disk (format in ``docs/data_format.md``): ``TrajectoryWriter`` appends
+episodes in chunked ``.npz`` files, written atomically; ``TrajectoryReader`` reads them and
+``TrajectoryDataset`` streams batches of clips of T frames at a frame stride."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from robots.franka import STATE_NAMES, pose_delta
+
+FORMAT = "jepa-mpc/trajectories"
+VERSION = 1
+META_FILE = "meta.json"
+CHUNK_DIR = "chunks"
+ACTION_NAMES = tuple(f"d{name}" for name in STATE_NAMES)
+CHUNK_KEYS = ("frames", "states", "actions", "lengths", "episode_index", "tasks", "success")
+
+
+class DatasetError(ValueError):
+    """A dataset folder, chunk file or episode that is malformed (the message names it)."""
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """No dataset (``meta.json``) or a chunk file listed in it is missing."""
+
+
+@dataclass
+class Episode:
+    """One trajectory. frames: uint8 [T, H, W, 3]; states, actions: float32 [T, 7] (action t
+    takes state t to state t+1; the last action is zero); task: name; success: flag."""
+
+    frames: np.ndarray
+    states: np.ndarray
+    actions: np.ndarray
+    task: str
+    success: bool
+
+
+def _atomic_write_bytes(path: Path, write) -> None:
+    """Call ``write(handle)`` on a temp file beside ``path``, fsync, then rename onto it."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def actions_from_states(states: torch.Tensor) -> torch.Tensor:
+    """States [..., T, 7] -> actions [..., T, 7]: action t = ``pose_delta(state t, state t+1)``
+    (computed in float64), the last action zero."""
+    actions = torch.zeros_like(states)
+    if states.shape[-2] > 1:
+        wide = states.double()
+        actions[..., :-1, :] = pose_delta(wide[..., :-1, :], wide[..., 1:, :]).to(states.dtype)
+    return actions
+
+
+def read_meta(root: str | Path) -> dict[str, Any]:
+    """Read and check ``root/meta.json``."""
+    path = Path(root) / META_FILE
+    if not path.is_file():
+        raise DatasetNotFoundError(f"no trajectory dataset at {root} (missing {META_FILE})")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            meta = json.load(handle)
+    except json.JSONDecodeError as error:
+        raise DatasetError(f"{path}: invalid JSON ({error})") from None
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise DatasetError(
+            f"{path}: not a {FORMAT} v{VERSION} dataset (format={meta.get('format')!r}, "
+            f"version={meta.get('version')!r})"
+        )
+    return meta
+
+
+class TrajectoryWriter:
+    """Append episodes to a dataset folder; every ``episodes_per_chunk`` episodes become one
+    chunk file. A chunk is written to a temp file and renamed, and ``meta.json`` (the index)
+    is replaced only after that, so a crash never leaves the index pointing at a partial file.
+
+    Use as a context manager (or call ``close()``) so that the last partial chunk is written.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        image_size: tuple[int, int] | None = None,
+        control_dt: float = 0.1,
+        episodes_per_chunk: int = 16,
+        compress: bool = False,
+        info: dict[str, Any] | None = None,
+    ) -> None:
+        """Args:
+        root: dataset folder; an existing dataset is appended to (its image size and
+            control_dt must match).
+        image_size: (H, W) of every frame; None = taken from the first episode.
+        control_dt: seconds between consecutive frames (fps = 1 / control_dt).
+        episodes_per_chunk: episodes buffered before a chunk file is written.
+        compress: zip-deflate the chunk files (smaller, slower to read).
+        info: free-form JSON-able metadata stored in meta.json (simulator, camera, seed...).
+        """
+        if episodes_per_chunk < 1:
+            raise ValueError(f"episodes_per_chunk must be >= 1, got {episodes_per_chunk}")
+        self.root = Path(root)
+        self.episodes_per_chunk = episodes_per_chunk
+        self.compress = compress
+        self._pending: list[Episode] = []
+        if (self.root / META_FILE).exists():
+            self.meta = read_meta(self.root)
+            if image_size is not None and tuple(self.meta["image_size"]) != tuple(image_size):
+                raise DatasetError(
+                    f"{self.root}: image_size {tuple(image_size)} differs from the dataset's "
+                    f"{tuple(self.meta['image_size'])}"
+                )
+            if abs(self.meta["control_dt"] - control_dt) > 1e-9:
+                raise DatasetError(
+                    f"{self.root}: control_dt {control_dt} differs from {self.meta['control_dt']}"
+                )
+        else:
+            self.meta = {
+                "format": FORMAT,
+                "version": VERSION,
+                "image_size": list(image_size) if image_size else None,
+                "control_dt": float(control_dt),
+                "fps": 1.0 / float(control_dt),
+                "state_layout": list(STATE_NAMES),
+                "action_layout": list(ACTION_NAMES),
+                "tasks": [],
+                "num_episodes": 0,
+                "num_frames": 0,
+                "chunks": [],
+                "episodes": [],
+                "info": info or {},
+            }
+        (self.root / CHUNK_DIR).mkdir(parents=True, exist_ok=True)
+
+    def _check(self, episode: Episode) -> None:
+        frames, states, actions = episode.frames, episode.states, episode.actions
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise DatasetError(
+                f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}"
+            )
+        length = len(frames)
+        if length < 1:
+            raise DatasetError("an episode needs at least one frame")
+        size = self.meta["image_size"]
+        if size is not None and list(frames.shape[1:3]) != list(size):
+            raise DatasetError(f"frames are {frames.shape[1:3]}, the dataset holds {size}")
+        for name, array in (("states", states), ("actions", actions)):
+            if array.shape != (length, 7):
+                raise DatasetError(f"{name} must be [{length}, 7], got {array.shape}")
+            if not np.all(np.isfinite(array)):
+                raise DatasetError(f"{name} contain NaN or infinite values")
+
+    def add_episode(
+        self,
+        frames: np.ndarray,
+        states: np.ndarray,
+        actions: np.ndarray | None = None,
+        task: str = "",
+        success: bool = False,
+    ) -> int:
+        """Queue one episode (written when the chunk is full or on ``close``).
+
+        Args:
+            frames: uint8 RGB [T, H, W, 3]. states: [T, 7] end-effector states.
+            actions: [T, 7] with action t taking state t to t+1 and a zero last row;
+                None = derived from the states (``actions_from_states``).
+            task: task name. success: whether the episode reached its goal.
+
+        Returns:
+            the episode's index in the dataset.
+        """
+        states = np.asarray(states, dtype=np.float32)
+        if actions is None:
+            actions = actions_from_states(torch.from_numpy(states)).numpy()
+        episode = Episode(
+            np.asarray(frames),
+            states,
+            np.asarray(actions, dtype=np.float32),
+            str(task),
+            bool(success),
+        )
+        self._check(episode)
+        if self.meta["image_size"] is None:
+            self.meta["image_size"] = list(episode.frames.shape[1:3])
+        self._pending.append(episode)
+        index = self.meta["num_episodes"] + len(self._pending) - 1
+        if len(self._pending) >= self.episodes_per_chunk:
+            self.flush()
+        return index
+
+    def flush(self) -> None:
+        """Write the queued episodes as one chunk, then the updated index."""
+        if not self._pending:
+            return
+        episodes, self._pending = self._pending, []
+        chunk_id = len(self.meta["chunks"])
+        name = f"{CHUNK_DIR}/chunk-{chunk_id:06d}.npz"
+        first = self.meta["num_episodes"]
+        arrays = {
+            "frames": np.concatenate([e.frames for e in episodes]),
+            "states": np.concatenate([e.states for e in episodes]),
+            "actions": np.concatenate([e.actions for e in episodes]),
+            "lengths": np.array([len(e.frames) for e in episodes], dtype=np.int64),
+            "episode_index": np.arange(first, first + len(episodes), dtype=np.int64),
+            "tasks": np.array([e.task for e in episodes], dtype=np.str_),
+            "success": np.array([e.success for e in episodes], dtype=np.bool_),
+        }
+        save = np.savez_compressed if self.compress else np.savez
+        _atomic_write_bytes(self.root / name, lambda handle: save(handle, **arrays))
+        meta = json.loads(json.dumps(self.meta))  # the new index is built on a copy
+        meta["chunks"].append(
+            {"file": name, "bytes": (self.root / name).stat().st_size, "episodes": len(episodes)}
+        )
+        for offset, episode in enumerate(episodes):
+            meta["episodes"].append(
+                {
+                    "index": first + offset,
+                    "chunk": chunk_id,
+                    "length": len(episode.frames),
+                    "task": episode.task,
+                    "success": episode.success,
+                }
+            )
+            if episode.task not in meta["tasks"]:
+                meta["tasks"].append(episode.task)
+        meta["num_episodes"] = first + len(episodes)
+        meta["num_frames"] += int(arrays["lengths"].sum())
+        text = json.dumps(meta, indent=1).encode("utf-8")
+        _atomic_write_bytes(self.root / META_FILE, lambda handle: handle.write(text))
+        self.meta = meta
+
+    def close(self) -> None:
+        """Write any queued episodes."""
+        self.flush()
+
+    def __enter__(self) -> TrajectoryWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+
+
+class TrajectoryReader:
+    """Random access to a dataset's episodes, one chunk file held in memory at a time."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.meta = read_meta(self.root)
+        self.episodes: list[dict[str, Any]] = self.meta["episodes"]
+        self._cached: tuple[int, dict[str, np.ndarray]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def load_chunk(self, chunk_id: int) -> dict[str, np.ndarray]:
+        """All arrays of chunk ``chunk_id``, checked against the index."""
+        if self._cached is not None and self._cached[0] == chunk_id:
+            return self._cached[1]
+        entry = self.meta["chunks"][chunk_id]
+        path = self.root / entry["file"]
+        if not path.is_file():
+            raise DatasetNotFoundError(f"{path}: chunk file listed in {META_FILE} is missing")
+        size = path.stat().st_size
+        if size != entry["bytes"]:
+            raise DatasetError(
+                f"{path}: {size} bytes on disk but {entry['bytes']} in {META_FILE} "
+                f"(truncated or overwritten chunk)"
+            )
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                arrays = {key: data[key] for key in CHUNK_KEYS}
+        except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as error:
+            raise DatasetError(
+                f"{path}: unreadable chunk ({type(error).__name__}: {error})"
+            ) from None
+        self._check_chunk(path, entry, arrays)
+        self._cached = (chunk_id, arrays)
+        return arrays
+
+    def _check_chunk(self, path: Path, entry: dict, arrays: dict[str, np.ndarray]) -> None:
+        total = int(arrays["lengths"].sum())
+        height, width = self.meta["image_size"]
+        expected = {
+            "frames": (total, height, width, 3),
+            "states": (total, 7),
+            "actions": (total, 7),
+            "lengths": (entry["episodes"],),
+        }
+        for key, shape in expected.items():
+            if arrays[key].shape != shape:
+                raise DatasetError(f"{path}: {key} has shape {arrays[key].shape}, expected {shape}")
+        if arrays["frames"].dtype != np.uint8:
+            raise DatasetError(f"{path}: frames must be uint8, got {arrays['frames'].dtype}")
+
+    def episode(self, index: int) -> Episode:
+        """Episode ``index`` (0-based, dataset order)."""
+        if not 0 <= index < len(self.episodes):
+            raise IndexError(f"episode {index} out of range (dataset has {len(self.episodes)})")
+        entry = self.episodes[index]
+        arrays = self.load_chunk(entry["chunk"])
+        position = int(np.flatnonzero(arrays["episode_index"] == index)[0])
+        start = int(arrays["lengths"][:position].sum())
+        stop = start + int(arrays["lengths"][position])
+        if stop - start != entry["length"]:
+            raise DatasetError(f"episode {index}: length {stop - start} != {entry['length']}")
+        return Episode(
+            arrays["frames"][start:stop],
+            arrays["states"][start:stop],
+            arrays["actions"][start:stop],
+            str(arrays["tasks"][position]),
+            bool(arrays["success"][position]),
+        )

@@ -1,0 +1,28 @@
+"""Errors raised by the world model: bad images, bad inputs and bad checkpoints, each a
+``ValueError`` (or ``FileNotFoundError``) subclass whose message says what to fix."""
+
+from __future__ import annotations
+
+
+class WorldModelError(ValueError):
+    """Base class of the world model's input and checkpoint errors."""
+
+
+class ImageError(WorldModelError):
+    """An image with the wrong dtype, rank or channel count (expected uint8 RGB HWC)."""
+
+
+class InputShapeError(WorldModelError):
+    """Latents, states or actions whose shapes do not fit the model."""
+
+
+class CheckpointError(WorldModelError):
+    """A checkpoint that cannot be read safely or does not fit the model."""
+
+
+class CheckpointKeyError(CheckpointError):
+    """A missing, unexpected or mis-shaped tensor in a checkpoint (the message names it)."""
+
+
+class CheckpointNotFoundError(FileNotFoundError):
+    """No checkpoint at the given path, and no bundled checkpoint of that name."""

@@ -1,0 +1,168 @@
+"""``WorldModel``: encoder + action-conditioned predictor behind the two calls a planner makes,
+``encode(images)`` and ``rollout(z0, s0, actions)``; ``build`` makes a randomly initialised one."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from robots.franka import rollout_states
+from world_model.config import WorldModelConfig, load_model_config
+from world_model.encoder import VideoEncoder, layer_norm_latents, preprocess_images
+from world_model.errors import InputShapeError
+from world_model.layers import init_weights
+from world_model.predictor import ACPredictor
+
+
+class WorldModel(nn.Module):
+    """V-JEPA 2-AC style world model.
+
+    Attributes:
+        config: the sizes. num_patches: tokens per frame (N). latent_dim: encoder width (D).
+        autocast_dtype: dtype of the hot path; None means bf16 on CUDA, float32 on CPU.
+    """
+
+    def __init__(self, config: WorldModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.num_patches = config.num_patches
+        self.latent_dim = config.encoder.embed_dim
+        self.state_dim = config.predictor.action_embed_dim
+        self.encoder = VideoEncoder(config)
+        self.predictor = ACPredictor(config)
+        self.autocast_dtype: torch.dtype | None = None
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the parameters."""
+        return self.predictor.predictor_proj.weight.device
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        device = self.device
+        dtype = self.autocast_dtype
+        if dtype is None:
+            dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+        if dtype == torch.float32:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=device.type, dtype=dtype)
+
+    @torch.no_grad()
+    def encode(
+        self, images: np.ndarray | torch.Tensor, states: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Camera images -> layer-normed latents.
+
+        Args:
+            images: uint8 RGB [B, H, W, 3] or [H, W, 3] (numpy or torch), any size: they are
+                centre-cropped to a square and resized to ``config.img_size``.
+            states: accepted and ignored (shared protocol with the ground-truth-state model).
+
+        Returns:
+            [B, N, D] float32 on the model's device (computed without autograd: the encoder
+            is frozen for planning and predictor training).
+        """
+        pixels = preprocess_images(images, self.config.img_size, self.device)
+        with self._autocast():
+            raw = self.encoder.encode_frames(pixels)
+        return layer_norm_latents(raw.float())
+
+    def _check_rollout_inputs(self, z0, s0, actions) -> int:
+        """Validate shapes; returns the batch size (inputs with batch 1 broadcast)."""
+        n, d, k = self.num_patches, self.latent_dim, self.state_dim
+        if actions.ndim != 3 or actions.shape[-1] != k or actions.shape[1] < 1:
+            raise InputShapeError(f"actions must be [B, H>=1, {k}], got {tuple(actions.shape)}")
+        if z0.ndim != 3 or tuple(z0.shape[1:]) != (n, d):
+            raise InputShapeError(f"z0 must be [B, {n}, {d}], got {tuple(z0.shape)}")
+        if s0.ndim != 2 or s0.shape[-1] != k:
+            raise InputShapeError(f"s0 must be [B, {k}], got {tuple(s0.shape)}")
+        if actions.shape[1] > self.config.max_frames:
+            raise InputShapeError(
+                f"horizon {actions.shape[1]} exceeds the predictor's {self.config.max_frames} "
+                f"frames (num_frames / tubelet_size)"
+            )
+        batch = max(z0.shape[0], s0.shape[0], actions.shape[0])
+        for name, size in (("z0", z0.shape[0]), ("s0", s0.shape[0]), ("actions", len(actions))):
+            if size not in (1, batch):
+                raise InputShapeError(f"{name} batch {size} does not match batch {batch}")
+        return batch
+
+    def rollout(self, z0: torch.Tensor, s0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Imagine the latents of frames 1..H under ``actions`` (autoregressive, KV cache).
+
+        Each prediction is layer-normed and fed back as the next frame's input, and the next
+        state is integrated from the action (``robots.franka.rollout_states``), as the release's
+        planner does. No host synchronisation inside the loop; differentiable w.r.t. actions.
+
+        Args:
+            z0: [B, N, D] layer-normed latents of the current frame.
+            s0: [B, 7] current end-effector state.
+            actions: [B, H, 7] delta actions. Any of the three may have batch 1 (broadcast).
+
+        Returns:
+            [B, H, N, D] float32 layer-normed predicted latents of frames 1..H.
+        """
+        batch = self._check_rollout_inputs(z0, s0, actions)
+        latent = z0.to(self.device, torch.float32).expand(batch, -1, -1)
+        state = s0.to(self.device, torch.float32).expand(batch, -1)
+        actions = actions.to(self.device, torch.float32).expand(batch, -1, -1)
+        # States do not depend on the latents: integrate them up front, in float32 (outside
+        # autocast, so that bf16 never touches the rotation matrices).
+        states = state[:, None]
+        if actions.shape[1] > 1:
+            states = torch.cat((states, rollout_states(state, actions[:, :-1])), dim=1)
+        predictions, cache = [], None
+        with self._autocast():
+            for step in range(actions.shape[1]):
+                raw, cache = self.predictor.step(
+                    latent, actions[:, step], states[:, step], step, cache
+                )
+                latent = layer_norm_latents(raw.float())
+                predictions.append(latent)
+        return torch.stack(predictions, dim=1)
+
+    def predict(
+        self, latents: torch.Tensor, actions: torch.Tensor, states: torch.Tensor
+    ) -> torch.Tensor:
+        """Teacher-forced prediction of frames 1..T from frames 0..T-1 (training, checks).
+
+        Args:
+            latents: [B, T, N, D] layer-normed latents; actions, states: [B, T, 7].
+
+        Returns:
+            [B, T, N, D] raw predictor output (not layer-normed).
+        """
+        with self._autocast():
+            return self.predictor(latents, actions, states).float()
+
+
+def resolve_config(config_or_preset: str | Path | WorldModelConfig) -> WorldModelConfig:
+    """A config object, a preset name in ``configs/model/`` or a YAML/JSON path -> config."""
+    if isinstance(config_or_preset, WorldModelConfig):
+        return config_or_preset
+    return load_model_config(config_or_preset)
+
+
+def build(
+    config_or_preset: str | Path | WorldModelConfig,
+    device: str | torch.device = "cpu",
+    seed: int | None = None,
+) -> WorldModel:
+    """A randomly initialised world model (release init), in eval mode, on ``device``.
+
+    Args:
+        config_or_preset: e.g. "tiny", "small", "vitg-ac", a YAML/JSON path or a config.
+        device: where to allocate the parameters (allocated there directly).
+        seed: if given, seeds torch's global RNG before the initialisation.
+    """
+    config = resolve_config(config_or_preset)
+    if seed is not None:
+        torch.manual_seed(seed)
+    with torch.device(device):
+        model = WorldModel(config)
+        init_weights(model.encoder, model.encoder.blocks)
+        init_weights(model.predictor, model.predictor.predictor_blocks)
+    return model.eval()

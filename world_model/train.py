@@ -1,0 +1,304 @@
+"""``jepa-mpc train predictor|encoder --config NAME [--data DIR] [--out DIR] [key=value ...]``:
+train the action-conditioned predictor on a frozen encoder, or the encoder with the V-JEPA
+objective, on a trajectory dataset; single process or ``torchrun`` DDP, resumable."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+
+from robots.config import ConfigError, load_config
+from world_model.checkpoint import load as load_model
+from world_model.checkpoint import save as save_model
+from world_model.data import DatasetError, DatasetNotFoundError, TrajectoryDataset
+from world_model.errors import CheckpointError, CheckpointNotFoundError
+from world_model.model import WorldModel, build
+from world_model.train_encoder import EncoderObjective
+from world_model.train_loop import (
+    Checkpointer,
+    Dist,
+    MetricsLog,
+    make_optimizer,
+    mean_across_ranks,
+    plot_losses,
+    rng_state,
+    set_rng_state,
+    setup_distributed,
+)
+from world_model.train_predictor import PredictorObjective
+
+STAGES = ("predictor", "encoder")
+
+
+@dataclass
+class DataSection:
+    """Which clips to train on (see ``TrajectoryDataset``)."""
+
+    root: str = ""
+    clip_len: int = 8
+    frame_stride: int = 1
+    tasks: list[str] | None = None
+    action_source: str = "states"
+    chunks_in_memory: int = 4
+    num_workers: int = 0
+
+
+@dataclass
+class OptimSection:
+    """AdamW and its warm-up / constant / linear-decay schedule (paper's values)."""
+
+    lr: float = 4.25e-4
+    start_lr: float = 7.5e-5
+    final_lr: float = 0.0
+    warmup_steps: int = 100
+    decay_steps: int = 100
+    weight_decay: float = 0.04
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 1.0
+
+
+@dataclass
+class PredictorSection:
+    """Predictor losses: teacher forcing + rollout over ``rollout_steps`` frames."""
+
+    rollout_steps: int = 2
+    teacher_forcing_weight: float = 1.0
+    rollout_weight: float = 1.0
+
+
+@dataclass
+class EncoderSection:
+    """V-JEPA: mask families (``MaskSpec`` fields), mask predictor size, EMA momentum range."""
+
+    masks: list[dict] = field(
+        default_factory=lambda: [
+            {"num_blocks": 8, "scale": 0.15, "aspect_ratio": [0.75, 1.5]},
+            {"num_blocks": 2, "scale": 0.7, "aspect_ratio": [0.75, 1.5]},
+        ]
+    )
+    predictor_dim: int = 192
+    predictor_depth: int = 4
+    predictor_heads: int = 3
+    ema: tuple[float, float] = (0.998, 1.0)
+
+
+@dataclass
+class TrainConfig:
+    """A training run. ``model`` is a preset/YAML for a fresh model; ``init`` (if set) a
+    checkpoint to start from (official .pt, converted folder or bundled name). ``batch_size``
+    is per process. ``halt_after`` stops early as if interrupted (time-sliced jobs, tests)."""
+
+    model: str = "small"
+    init: str | None = None
+    out: str = "runs/train"
+    device: str = "auto"
+    precision: str = "auto"
+    seed: int = 0
+    batch_size: int = 8
+    steps: int = 1000
+    halt_after: int | None = None
+    log_every: int = 10
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    data: DataSection = field(default_factory=DataSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    predictor: PredictorSection = field(default_factory=PredictorSection)
+    encoder: EncoderSection = field(default_factory=EncoderSection)
+
+
+def load_train_config(name_or_path: str, overrides: list[str] | None = None) -> TrainConfig:
+    """``configs/train/<name>.yaml`` (or a YAML path) with ``key=value`` overrides."""
+    config = load_config(TrainConfig, name_or_path, "train", overrides)
+    if config.precision not in ("auto", "bf16", "fp32"):
+        raise ConfigError(f"precision must be auto, bf16 or fp32, got {config.precision!r}")
+    if not config.data.root:
+        raise ConfigError("no dataset: set data.root in the config or pass --data DIR")
+    if config.steps < 1 or config.batch_size < 1:
+        raise ConfigError(f"steps and batch_size must be >= 1: {config.steps}, {config.batch_size}")
+    return config
+
+
+def initial_model(config: TrainConfig, device: torch.device) -> WorldModel:
+    """The model to start from: ``init`` loaded, else ``model`` built with ``seed``."""
+    if config.init:
+        return load_model(config.init, device=device)
+    return build(config.model, device=device, seed=config.seed)
+
+
+def autocast_for(config: TrainConfig, device: torch.device):
+    """A factory of autocast contexts: bf16 on CUDA ("auto"/"bf16"), none in fp32."""
+    use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
+    if not use_bf16:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def make_objective(stage: str, model: WorldModel, config: TrainConfig, info: Dist):
+    """The stage's objective (it freezes what the stage does not train)."""
+    bf16 = autocast_for(config, info.device) is not contextlib.nullcontext
+    model.autocast_dtype = torch.bfloat16 if bf16 else torch.float32
+    if stage == "predictor":
+        if config.data.clip_len < config.predictor.rollout_steps + 1:
+            raise ConfigError(
+                f"data.clip_len {config.data.clip_len} must exceed predictor.rollout_steps "
+                f"{config.predictor.rollout_steps}"
+            )
+        return PredictorObjective(model, config.predictor)
+    clip_len, tubelet = config.data.clip_len, model.config.tubelet_size
+    if clip_len != 1 and clip_len % tubelet:
+        raise ConfigError(f"data.clip_len {clip_len} must be 1 or a multiple of {tubelet}")
+    return EncoderObjective(model, config.encoder, config.seed, info.rank, config.steps)
+
+
+def train(stage: str, config: TrainConfig) -> Path:
+    """Run (or resume) a training job; returns ``out/model`` (the saved world model)."""
+    if stage not in STAGES:
+        raise ConfigError(f"stage must be one of {STAGES}, got {stage!r}")
+    info = setup_distributed(config.device)
+    out = Path(config.out)
+    model = initial_model(config, info.device)
+    objective = make_objective(stage, model, config, info)
+    module = objective.module
+    if info.world_size > 1:
+        ids = [info.device.index] if info.device.type == "cuda" else None
+        module = DistributedDataParallel(module, device_ids=ids)
+    optimizer, schedule = make_optimizer(objective.module, config.optim, config.steps)
+    checkpoints = Checkpointer(out, config.keep_checkpoints)
+    start = 0
+    state = checkpoints.load_latest(info.device)
+    if state is not None:
+        objective.module.load_state_dict(state["module"])
+        objective.load_extra_state(state["extra"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        set_rng_state(state["rng"])
+        start = int(state["step"])
+    dataset = TrajectoryDataset(
+        config.data.root,
+        clip_len=config.data.clip_len,
+        frame_stride=config.data.frame_stride,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+        tasks=config.data.tasks,
+        action_source=config.data.action_source,
+        chunks_in_memory=config.data.chunks_in_memory,
+        repeat=True,
+        start_item=start,
+    )
+    loader = DataLoader(
+        dataset,
+        batch_size=None,
+        num_workers=config.data.num_workers,
+        pin_memory=info.device.type == "cuda",
+    )
+    log = None
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "train_config.json").write_text(json.dumps(asdict(config), indent=1))
+        log = MetricsLog(out, objective.metric_names, start)
+        print(
+            f"[train {stage}] steps {start}..{config.steps} on {info.device} "
+            f"x{info.world_size}, {len(dataset.clips)} clips, out {out}",
+            flush=True,
+        )
+    run_steps(stage, config, info, objective, module, optimizer, schedule, loader, log, start)
+    if info.world_size > 1:
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+    return out / "model"
+
+
+def run_steps(stage, config, info, objective, module, optimizer, schedule, loader, log, start):
+    """The optimisation loop from ``start`` to ``steps`` (or ``halt_after``)."""
+    autocast = autocast_for(config, info.device)
+    checkpoints = Checkpointer(Path(config.out), config.keep_checkpoints)
+    stop = config.steps if config.halt_after is None else min(config.steps, config.halt_after)
+    began, batches = time.perf_counter(), iter(loader)
+    for step in range(start, stop):
+        objective.begin_step(step)
+        batch = next(batches)
+        terms = objective.losses(module, batch, autocast)
+        optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(objective.module.parameters(), config.optim.grad_clip)
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        schedule.step()
+        objective.end_step(step + 1)
+        done = step + 1
+        if done % config.log_every == 0 or done == stop or done == start + 1:
+            values = mean_across_ranks({k: float(v.detach()) for k, v in terms.items()}, info)
+            if log is not None:
+                log.write(done, {**values, "lr": lr, "seconds": time.perf_counter() - began})
+                print(
+                    f"[train {stage}] step {done}/{config.steps} "
+                    + " ".join(f"{k} {v:.4f}" for k, v in values.items()),
+                    flush=True,
+                )
+        if info.is_main and (done % config.checkpoint_every == 0 or done == stop):
+            state = {
+                "step": done,
+                "module": objective.module.state_dict(),
+                "extra": objective.extra_state(),
+                "optimizer": optimizer.state_dict(),
+                "schedule": schedule.state_dict(),
+                "rng": rng_state(),
+            }
+            checkpoints.save(state, done)
+    if info.is_main and stop == config.steps:
+        out = Path(config.out)
+        save_model(objective.final_model(), out / "model", overwrite=True)
+        plot_losses(out / "metrics.csv", out / "loss.png", objective.metric_names)
+    if log is not None:
+        log.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``jepa-mpc train``; 0 on success, 2 on a bad config / data / model."""
+    parser = argparse.ArgumentParser(prog="jepa-mpc train", description=__doc__)
+    parser.add_argument("stage", choices=STAGES, help="what to train")
+    parser.add_argument("--config", required=True, help="configs/train/<name>.yaml or a path")
+    parser.add_argument("--data", help="dataset folder (overrides data.root)")
+    parser.add_argument("--out", help="run folder (overrides out); resumed if it has checkpoints")
+    parser.add_argument("--init", help="checkpoint to start from (overrides init)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 or auto (overrides device)")
+    parser.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. steps=100")
+    args = parser.parse_intermixed_args(argv)
+    overrides = list(args.overrides)
+    for key, value in (
+        ("data.root", args.data),
+        ("out", args.out),
+        ("init", args.init),
+        ("device", args.device),
+    ):
+        if value is not None:
+            overrides.append(f"{key}={json.dumps(value)}")
+    try:
+        config = load_train_config(args.config, overrides)
+        model_dir = train(args.stage, config)
+    except (
+        ConfigError,
+        DatasetError,
+        DatasetNotFoundError,
+        CheckpointError,
+        CheckpointNotFoundError,
+        FileNotFoundError,
+    ) as error:
+        print(f"jepa-mpc train: error: {error}", file=sys.stderr)
+        return 2
+    finished = config.halt_after is None or config.halt_after >= config.steps
+    if finished and os.environ.get("RANK", "0") == "0":
+        print(f"[train {args.stage}] wrote {model_dir}")
+    return 0

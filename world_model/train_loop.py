@@ -1,0 +1,230 @@
+"""Training plumbing shared by both stages: torchrun/DDP set-up, the AdamW warm-up / constant /
+decay schedule, atomic resumable checkpoints, CSV (+ TensorBoard) loss logs and the loss plot."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import re
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+CHECKPOINT_RE = re.compile(r"step-(\d+)\.pt$")
+
+
+@dataclass
+class Dist:
+    """This process's place in the job: rank, world size and device."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed(device: str = "auto") -> Dist:
+    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK; join the process group when
+    WORLD_SIZE > 1 (NCCL on CUDA, gloo on CPU). ``device`` "auto" = cuda:LOCAL_RANK if CUDA
+    is available, else cpu."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    target = torch.device(device)
+    if target.type == "cuda":
+        torch.cuda.set_device(target)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if target.type == "cuda" else "gloo")
+    return Dist(rank, world_size, local_rank, target)
+
+
+def mean_across_ranks(values: dict[str, float], info: Dist) -> dict[str, float]:
+    """Average scalar metrics over all ranks (identity for one process)."""
+    if info.world_size == 1:
+        return values
+    tensor = torch.tensor(list(values.values()), dtype=torch.float64, device=info.device)
+    dist.all_reduce(tensor)
+    return dict(zip(values, (tensor / info.world_size).tolist(), strict=True))
+
+
+def lr_at(step: int, optim, total_steps: int) -> float:
+    """Learning rate at ``step``: linear warm-up start_lr -> lr over warmup_steps, constant,
+    then linear decay to final_lr over the last decay_steps of ``total_steps``."""
+    if step < optim.warmup_steps:
+        return optim.start_lr + (optim.lr - optim.start_lr) * step / optim.warmup_steps
+    decay_start = total_steps - optim.decay_steps
+    if optim.decay_steps > 0 and step >= decay_start:
+        fraction = min(1.0, (step - decay_start) / optim.decay_steps)
+        return optim.lr + (optim.final_lr - optim.lr) * fraction
+    return optim.lr
+
+
+def make_optimizer(
+    module: nn.Module, optim, total_steps: int
+) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (no weight decay on biases, norms and 1-D parameters) and its schedule."""
+    decay, no_decay = [], []
+    for param in module.parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 or param.shape[0] == 1 else decay).append(param)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": optim.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=optim.lr,
+        betas=tuple(optim.betas),
+    )
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_at(step, optim, total_steps) / optim.lr
+    )
+    return optimizer, schedule
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temp file beside ``path``, then rename onto it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+class Checkpointer:
+    """``out/checkpoints/step-XXXXXXXX.pt`` files, the newest ``keep`` kept."""
+
+    def __init__(self, out_dir: Path, keep: int = 2) -> None:
+        self.folder = Path(out_dir) / "checkpoints"
+        self.keep = max(1, keep)
+
+    def steps(self) -> list[int]:
+        """Steps of the checkpoints on disk, ascending."""
+        if not self.folder.is_dir():
+            return []
+        found = (CHECKPOINT_RE.search(p.name) for p in self.folder.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+    def path(self, step: int) -> Path:
+        return self.folder / f"step-{step:08d}.pt"
+
+    def save(self, state: dict[str, Any], step: int) -> Path:
+        """Write the checkpoint of ``step`` atomically, then drop the oldest beyond ``keep``."""
+        path = self.path(step)
+        atomic_save(state, path)
+        for old in self.steps()[: -self.keep]:
+            self.path(old).unlink(missing_ok=True)
+        return path
+
+    def load_latest(self, device: torch.device) -> dict[str, Any] | None:
+        """The newest readable checkpoint (an unreadable one is skipped with a warning)."""
+        for step in reversed(self.steps()):
+            try:
+                return torch.load(self.path(step), map_location=device, weights_only=True)
+            except Exception as error:  # a torn or corrupt file: fall back to an older one
+                warnings.warn(
+                    f"skipping unreadable checkpoint {self.path(step)}: {error}", stacklevel=2
+                )
+        return None
+
+
+def rng_state() -> dict[str, Any]:
+    """Global torch RNG states (CPU and, where present, CUDA)."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+class MetricsLog:
+    """Rows of ``step, <metrics>, lr, seconds`` in ``out/metrics.csv`` (+ TensorBoard events
+    in ``out/tensorboard`` when tensorboard is installed). On resume, rows after the resumed
+    step are dropped so the file reads as one run."""
+
+    def __init__(self, out_dir: Path, names: tuple[str, ...], resume_step: int) -> None:
+        self.path = Path(out_dir) / "metrics.csv"
+        self.columns = ["step", *names, "lr", "seconds"]
+        rows = []
+        if resume_step > 0 and self.path.is_file():
+            with open(self.path, newline="", encoding="utf-8") as handle:
+                rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= resume_step]
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, self.columns)
+        writer.writeheader()
+        writer.writerows(rows)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".metrics.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(buffer.getvalue())
+        os.replace(tmp, self.path)
+        self.tensorboard = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tensorboard = SummaryWriter(str(Path(out_dir) / "tensorboard"))
+        except ImportError:  # tensorboard not installed: CSV only
+            pass
+
+    def write(self, step: int, values: dict[str, float]) -> None:
+        """Append one row (and flush it)."""
+        with open(self.path, "a", newline="", encoding="utf-8") as handle:
+            csv.DictWriter(handle, self.columns).writerow({"step": step, **values})
+        if self.tensorboard is not None:
+            for name, value in values.items():
+                self.tensorboard.add_scalar(f"train/{name}", value, step)
+
+    def close(self) -> None:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def plot_losses(csv_path: Path, png_path: Path, names: tuple[str, ...]) -> Path:
+    """Plot the loss columns of ``csv_path`` against step (log scale) into ``png_path``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    figure, axes = plt.subplots(figsize=(7, 4))
+    steps = [int(r["step"]) for r in rows]
+    for name in names:
+        axes.plot(steps, [float(r[name]) for r in rows], label=name)
+    axes.set_xlabel("step")
+    axes.set_ylabel("L1 loss")
+    if rows and all(float(r[n]) > 0 for r in rows for n in names):
+        axes.set_yscale("log")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    fd, tmp = tempfile.mkstemp(dir=png_path.parent, prefix=".loss.", suffix=".png")
+    with os.fdopen(fd, "wb") as handle:
+        figure.savefig(handle, format="png", dpi=100)
+    plt.close(figure)
+    os.replace(tmp, png_path)
+    return png_path
