@@ -1,18 +1,33 @@
 """Checks of what enters the planner (observations and goals) and the goal-cache key: bad
-input raises ``PlanInputError`` naming the problem before anything reaches the model."""
+input raises ``PlanInputError`` naming the problem before anything reaches the model.
+
+What is accepted (everything else is a ``PlanInputError``):
+  image  uint8 RGB ``[H, W, 3]``, numpy or torch (any device, any strides), each side in
+         ``[MIN_IMAGE_SIDE, MAX_IMAGE_SIDE]``; the world model crops and resizes it. The upper
+         bound keeps the model's float32 copy of one frame under ~200 MB (a 4K UHD camera frame,
+         3840x2160, fits); resize larger frames on the camera side.
+  state  7 finite real numbers (ints and floats of any width, numpy, torch or a sequence; no
+         bools, complex numbers or strings) whose position lies within ``MAX_POSITION_M`` of
+         the robot base (metres: a larger value is almost always a millimetre reading).
+  obs    a mapping with "image" and "state"; goal: such a mapping ("state" optional) or an image.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import reprlib
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
-from robots.franka import STATE_DIM
+from robots.franka import POS, STATE_DIM
 
 MIN_IMAGE_SIDE = 8
-MAX_IMAGE_SIDE = 8192
+MAX_IMAGE_SIDE = 4096
+MAX_POSITION_M = 10.0
+REAL_KINDS = "iuf"  # numpy dtype kinds accepted for states: signed, unsigned, float
 
 
 class PlanInputError(ValueError):
@@ -31,39 +46,65 @@ def check_image(image: Any, where: str) -> np.ndarray | torch.Tensor:
     if min(shape[:2]) < MIN_IMAGE_SIDE or max(shape[:2]) > MAX_IMAGE_SIDE:
         raise PlanInputError(
             f"{where} is {shape[0]}x{shape[1]} pixels; each side must be in "
-            f"[{MIN_IMAGE_SIDE}, {MAX_IMAGE_SIDE}]"
+            f"[{MIN_IMAGE_SIDE}, {MAX_IMAGE_SIDE}] (resize large frames before planning)"
         )
     return image
 
 
+def _real_array(values: Any, where: str) -> np.ndarray:
+    """``values`` as a float64 numpy array, refusing bools, complex numbers and non-numbers."""
+    if isinstance(values, torch.Tensor):
+        if values.dtype == torch.bool or values.is_complex():
+            raise PlanInputError(f"{where} must be real numbers, got dtype {values.dtype}")
+        return values.detach().to("cpu", torch.float64).numpy()
+    try:
+        array = np.asarray(values)
+    except (TypeError, ValueError) as error:
+        raise PlanInputError(f"{where} must be 7 numbers, got {reprlib.repr(values)}") from error
+    if array.dtype.kind not in REAL_KINDS:
+        raise PlanInputError(
+            f"{where} must be 7 real numbers, got {reprlib.repr(values)} (dtype {array.dtype})"
+        )
+    return array.astype(np.float64)
+
+
 def check_state(state: Any, where: str) -> torch.Tensor:
     """A finite end-effector state of 7 numbers -> float32 tensor [7], or PlanInputError."""
-    try:
-        values = torch.as_tensor(np.asarray(state, dtype=np.float64), dtype=torch.float32)
-    except (TypeError, ValueError) as error:
-        raise PlanInputError(f"{where} must be 7 numbers, got {state!r}") from error
+    values = _real_array(state, where)
     if values.ndim != 1 or values.shape[0] != STATE_DIM:
         raise PlanInputError(
             f"{where} must have 7 entries [x, y, z, roll, pitch, yaw, gripper], "
             f"got shape {tuple(values.shape)}"
         )
-    if not bool(torch.isfinite(values).all()):
+    if not np.all(np.isfinite(values)):
         raise PlanInputError(f"{where} contains NaN or inf: {values.tolist()}")
-    return values
+    if np.abs(values[POS]).max() > MAX_POSITION_M:
+        raise PlanInputError(
+            f"{where} position {values[POS].tolist()} is more than {MAX_POSITION_M:g} m from the "
+            f"robot base; positions are in metres (not millimetres)"
+        )
+    single = torch.from_numpy(values).to(torch.float32)
+    if not bool(torch.isfinite(single).all()):
+        raise PlanInputError(f"{where} has values beyond float32 range: {values.tolist()}")
+    return single
 
 
 def split_observation(obs: Any, where: str, state_required: bool) -> tuple[Any, Any]:
-    """(image, state or None) from a dict ``{"image", "state"}`` or a bare image."""
-    if isinstance(obs, dict):
+    """(image, state or None) from a mapping ``{"image", "state"}`` or a bare image."""
+    if isinstance(obs, Mapping):
         if "image" not in obs:
-            raise PlanInputError(f"{where} has no 'image' key (keys: {sorted(obs)})")
+            raise PlanInputError(f"{where} has no 'image' key (keys: {sorted(map(str, obs))})")
         if state_required and "state" not in obs:
-            raise PlanInputError(f"{where} has no 'state' key (keys: {sorted(obs)})")
-        image = check_image(obs["image"], f"{where}['image']")
+            raise PlanInputError(f"{where} has no 'state' key (keys: {sorted(map(str, obs))})")
         state = obs.get("state")
+        if state_required and state is None:
+            raise PlanInputError(f"{where}['state'] is None; it must be 7 numbers")
+        image = check_image(obs["image"], f"{where}['image']")
         return image, None if state is None else check_state(state, f"{where}['state']")
     if state_required:
-        raise PlanInputError(f"{where} must be a dict with 'image' and 'state', got {type(obs)}")
+        raise PlanInputError(
+            f"{where} must be a dict with 'image' and 'state', got {type(obs).__name__}"
+        )
     return check_image(obs, where), None
 
 

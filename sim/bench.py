@@ -59,6 +59,7 @@ class BenchConfig:
             others plan toward the final goal image throughout.
         videos: write one video per episode (goal image beside the frames).
         device: "auto", "cpu", "cuda", ...
+        verify: check checkpoints' sha256 against their card before loading (--no-verify).
     """
 
     tasks: tuple[str, ...] = ("reach",)
@@ -74,6 +75,7 @@ class BenchConfig:
     subgoals: tuple[str, ...] = ("pick_place",)
     videos: bool = False
     device: str = "auto"
+    verify: bool = True
 
 
 @dataclass
@@ -204,7 +206,7 @@ def model_label(spec: str) -> str:
     return Path(path).stem if ("/" in path or path.endswith(".pt")) else spec
 
 
-def load_model(spec: str, device: torch.device) -> LatentWorldModel:
+def load_model(spec: str, device: torch.device, verify: bool = True) -> LatentWorldModel:
     """Load a model spec (see ``BenchConfig.models``) onto ``device``.
 
     ``state`` -> StateWorldModel; ``build:<preset>`` -> ``world_model.build`` (seed 0);
@@ -218,7 +220,7 @@ def load_model(spec: str, device: torch.device) -> LatentWorldModel:
     if spec.startswith("build:"):
         return world_model.build(spec.removeprefix("build:"), device=device, seed=0)
     path, _, preset = spec.partition("#")
-    return world_model.load(path, config=preset or None, device=device)
+    return world_model.load(path, config=preset or None, device=device, verify=verify)
 
 
 def _check_names(kind: str, names: tuple[str, ...], known: tuple[str, ...] | list[str]) -> None:
@@ -258,7 +260,7 @@ def prepare(config: BenchConfig) -> tuple[list[Method], torch.device]:
         name: load_planner_config(name, list(config.overrides)) for name in config.planners
     }
     for spec in config.models:
-        world_model = load_model(spec, device)
+        world_model = load_model(spec, device, verify=config.verify)
         for name, planner_config in planner_configs.items():
             label = f"{model_label(name)}@{model_label(spec)}"
             methods.append(Method(label, model_label(spec), name, planner_config, world_model))
@@ -363,6 +365,7 @@ def parse_args(argv: list[str]) -> tuple[BenchConfig, Path]:
     parser.add_argument("--subgoals", help="tasks planned on subgoal images (default pick_place)")
     parser.add_argument("--videos", action="store_true", default=None)
     parser.add_argument("--device")
+    parser.add_argument("--no-verify", action="store_true", help="skip checkpoint sha256 checks")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("overrides", nargs="*", help="planner overrides: actor.samples=64 ...")
     args = parser.parse_args(argv)
@@ -374,6 +377,8 @@ def parse_args(argv: list[str]) -> tuple[BenchConfig, Path]:
     for key in ("episodes", "seed", "backend", "image_size", "steps", "videos", "device"):
         if getattr(args, key) is not None:
             given[key] = getattr(args, key)
+    if args.no_verify:
+        given["verify"] = False
     if args.overrides:
         given["overrides"] = (*config.overrides, *args.overrides)
     return dataclasses.replace(config, **given), Path(args.out)

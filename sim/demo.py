@@ -47,6 +47,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--out", default="demo_out", help="output folder")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--fps", type=float, default=4.0, help="GIF frames per second")
+    parser.add_argument(
+        "--no-verify", action="store_true", help="skip the model's sha256 check (docs/security.md)"
+    )
     args = parser.parse_args(argv)
     if args.steps is not None and not 1 <= args.steps <= 200:
         raise DemoError(f"--steps must be between 1 and 200, got {args.steps}")
@@ -59,12 +62,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def load_model(name_or_path: str, device: str):
+def load_model(name_or_path: str, device: str, verify: bool = True):
     """``world_model.load`` with an error that says how to get the model when it is missing."""
     import world_model
 
     try:
-        return world_model.load(name_or_path, device=device)
+        return world_model.load(name_or_path, device=device, verify=verify)
     except FileNotFoundError as error:
         raise FileNotFoundError(
             f"world model {name_or_path!r} not found ({error}); {TRAIN_HINT}"
@@ -186,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         began = time.perf_counter()
-        model = load_model(args.model, resolve_device(args.device))
+        model = load_model(args.model, resolve_device(args.device), verify=not args.no_verify)
         planner = Planner.from_config(args.planner, model, args.device, args.override)
         print(f"[demo] model {args.model}, planner {args.planner} {' '.join(args.override)}")
         record = run_episode(model, planner, args.seed, args.steps)

@@ -1,10 +1,14 @@
 """Checkpoint I/O: official layout key mapping, strict key errors, refusal of unsafe or broken
-files, and the safetensors folder format via ``jepa-mpc convert-checkpoint``."""
+files, the safetensors folder format via ``jepa-mpc convert-checkpoint``, and sha256
+verification against the model card, ``SHA256SUMS`` and ``.sha256`` sidecars."""
 
 from __future__ import annotations
 
+import logging
 import os
 import pickle
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +16,9 @@ import pytest
 import torch
 
 import world_model
-from world_model import CheckpointError, CheckpointKeyError, CheckpointNotFoundError
-from world_model.checkpoint import infer_config, map_official_state_dict
+from world_model import CheckpointError, CheckpointKeyError, CheckpointNotFoundError, ChecksumError
+from world_model.checkpoint import CHECKPOINT_DIR, infer_config, map_official_state_dict
+from world_model.checksums import read_card, sha256_file
 from world_model.convert import main as convert_main
 
 DATA = Path(__file__).parent / "data"
@@ -146,7 +151,11 @@ def test_missing_path_and_unknown_name(tmp_path: Path) -> None:
 def test_convert_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "converted"
     assert convert_main([str(TINY_PT), str(out), "--config", str(TINY_CONFIG)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "SHA256SUMS",
+        "config.json",
+        "model.safetensors",
+    ]
     assert [p.name for p in tmp_path.iterdir()] == ["converted"]  # no temp folder left
     original = world_model.load(TINY_PT, config=TINY_CONFIG)
     converted = world_model.load(out)
@@ -169,3 +178,123 @@ def test_corrupt_safetensors_is_refused(tmp_path: Path) -> None:
     weights.write_bytes(weights.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="model.safetensors"):
         world_model.load(out)
+
+
+# --- sha256 verification -------------------------------------------------------------------
+
+
+def _flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture()
+def saved(tmp_path: Path) -> Path:
+    """A fresh ``save()`` of the tiny model (config.json, model.safetensors, SHA256SUMS)."""
+    return world_model.save(world_model.build("tiny", seed=0), tmp_path / "tiny")
+
+
+def test_bundled_card_lists_every_file_with_its_hash() -> None:
+    folder = CHECKPOINT_DIR / "sim-small"
+    hashes = read_card(folder / "MODEL_CARD.md")
+    assert sorted(hashes) == ["config.json", "model.safetensors"]
+    for name, expected in hashes.items():
+        assert sha256_file(folder / name) == expected, name
+
+
+def test_tampered_bundled_model_is_refused_naming_file_and_hashes(tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(CHECKPOINT_DIR / "sim-small", tmp_path / "sim-small"))
+    expected = read_card(copy / "MODEL_CARD.md")["model.safetensors"]
+    _flip_last_byte(copy / "model.safetensors")
+    actual = sha256_file(copy / "model.safetensors")
+    with pytest.raises(ChecksumError, match=rf"model\.safetensors.*{expected}.*{actual}"):
+        world_model.load(copy)
+    # the flipped byte is inside a weight, so the opt-out loads it
+    assert world_model.load(copy, verify=False).config.img_size == 128
+
+
+def test_save_writes_sha256sums_checked_by_load_and_sha256sum(saved: Path) -> None:
+    assert (saved / "SHA256SUMS").read_text().count("\n") == 2
+    run = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=saved, capture_output=True)
+    assert run.returncode == 0, run.stdout
+    assert world_model.load(saved, verify="strict").config.img_size == 64
+    config = saved / "config.json"
+    config.write_text(config.read_text().replace('"depth": 2', '"depth": 3', 1))
+    with pytest.raises(ChecksumError, match="config.json.*expected [0-9a-f]{64}, actual"):
+        world_model.load(saved)
+
+
+def test_folder_without_record_warns_or_is_refused_when_strict(
+    saved: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (saved / "SHA256SUMS").unlink()
+    with caplog.at_level(logging.WARNING, logger="world_model.checksums"):
+        world_model.load(saved)
+    assert "unverified" in caplog.text
+    with pytest.raises(ChecksumError, match="strict"):
+        world_model.load(saved, verify="strict")
+    with pytest.raises(ValueError, match="verify must be"):
+        world_model.load(saved, verify="yes")  # type: ignore[arg-type]
+
+
+def test_record_must_cover_the_loaded_files_and_stay_inside_the_folder(saved: Path) -> None:
+    digest = sha256_file(saved / "config.json")
+    (saved / "SHA256SUMS").write_text(f"{digest}  config.json\n")
+    with pytest.raises(ChecksumError, match="model.safetensors not listed"):
+        world_model.load(saved)
+    (saved / "SHA256SUMS").unlink()
+    card = saved / "MODEL_CARD.md"
+    card.write_text(f"# x\n\n## Files (sha256)\n- `../config.json` {digest}\n")
+    with pytest.raises(CheckpointError, match="outside the checkpoint folder"):
+        world_model.load(saved)
+    card.write_text("# x\n\n## Files (sha256)\n- `config.json` not-a-hash\n")
+    with pytest.raises(CheckpointError, match="cannot read line"):
+        world_model.load(saved)
+    card.write_text("# a card without a files section\n")  # no record: loads, with a warning
+    assert world_model.load(saved).config.img_size == 64
+
+
+def test_card_listing_a_missing_file_is_refused(saved: Path) -> None:
+    lines = (saved / "SHA256SUMS").read_text() + f"{'0' * 64}  extra.bin\n"
+    (saved / "SHA256SUMS").write_text(lines)
+    with pytest.raises(ChecksumError, match="extra.bin.*missing"):
+        world_model.load(saved)
+
+
+def test_official_pt_sidecar(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = Path(shutil.copy(TINY_PT, tmp_path / "tiny.pt"))
+    sidecar = tmp_path / "tiny.pt.sha256"
+    sidecar.write_text(
+        subprocess.run(
+            ["sha256sum", "tiny.pt"], cwd=tmp_path, capture_output=True, text=True, check=True
+        ).stdout
+    )
+    with caplog.at_level(logging.WARNING, logger="world_model.checksums"):
+        world_model.load(path, config=TINY_CONFIG, verify="strict")
+    assert not caplog.text
+    sidecar.write_text("f" * 64 + "\n")  # a bare digest is accepted too (and here wrong)
+    with pytest.raises(ChecksumError, match=r"tiny\.pt.*expected f{64}, actual"):
+        world_model.load(path, config=TINY_CONFIG)
+    sidecar.unlink()
+    with pytest.raises(ChecksumError, match="no tiny.pt.sha256 sidecar"):
+        world_model.load(path, config=TINY_CONFIG, verify="strict")
+
+
+def test_convert_cli_verifies_and_has_an_opt_out(
+    saved: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _flip_last_byte(saved / "model.safetensors")
+    assert convert_main([str(saved), str(tmp_path / "a")]) == 1
+    assert "sha256 mismatch" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()
+    assert convert_main([str(saved), str(tmp_path / "b"), "--no-verify"]) == 0
+    assert world_model.load(tmp_path / "b", verify="strict").config.img_size == 64
+
+
+def test_save_overwrite_leaves_no_temp_folders(saved: Path) -> None:
+    stale = saved.with_name(f".{saved.name}.old")
+    stale.mkdir()  # as left by a crash during an earlier overwrite
+    world_model.save(world_model.build("tiny", seed=1), saved, overwrite=True)
+    assert [p.name for p in saved.parent.iterdir()] == [saved.name]
+    assert world_model.load(saved, verify="strict").config.img_size == 64

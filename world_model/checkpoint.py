@@ -4,7 +4,9 @@ read only with ``weights_only=True``) and our own folder format (``model.safeten
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import pickle
 import re
@@ -17,6 +19,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from robots.config import ConfigError
+from world_model.checksums import SUMS_FILE, Verify, check_verify_arg, verify_file, verify_folder
+from world_model.checksums import write_sums as write_checksums
 from world_model.config import WorldModelConfig, config_from_dict
 from world_model.errors import CheckpointError, CheckpointKeyError, CheckpointNotFoundError
 from world_model.model import WorldModel, resolve_config
@@ -27,6 +32,10 @@ CONFIG_FILE = "config.json"
 OFFICIAL_PARTS = ("encoder", "predictor")
 OFFICIAL_PREFIXES = ("module.", "backbone.")
 DEFAULT_HEAD_DIM = 64  # every released V-JEPA 2 model; heads are not visible in the tensors
+# Bounds on a config read from a checkpoint: far above any V-JEPA 2 size (ViT-g is 1408 x 40),
+# low enough that a hostile config.json cannot make us build a model for minutes.
+MAX_CONFIG_INT = {"depth": 1024, "img_size": 8192, "num_frames": 4096}
+MAX_CONFIG_DIM = 65536
 
 
 def map_official_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
@@ -51,6 +60,8 @@ def map_official_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
         if not isinstance(weights, dict):
             raise CheckpointError(f"checkpoint[{part!r}] must be a state dict")
         for key, tensor in weights.items():
+            if not isinstance(key, str):
+                raise CheckpointKeyError(f"{part}: key {key!r} is not a string")
             name = key
             for prefix in OFFICIAL_PREFIXES:
                 name = name.removeprefix(prefix)
@@ -70,6 +81,17 @@ def infer_config(state: dict[str, torch.Tensor]) -> WorldModelConfig:
         action = state["predictor.action_encoder.weight"]
     except KeyError as error:
         raise CheckpointKeyError(f"cannot infer sizes: missing key {error.args[0]!r}") from None
+    for name, tensor, rank in (
+        ("encoder.patch_embed.proj.weight", patch, 5),
+        ("encoder.blocks.0.mlp.fc1.weight", enc_fc1, 2),
+        ("predictor.predictor_blocks.0.mlp.fc1.weight", pred_fc1, 2),
+        ("predictor.action_encoder.weight", action, 2),
+    ):
+        if tensor.ndim != rank or 0 in tensor.shape:
+            raise CheckpointKeyError(
+                f"cannot infer sizes: {name} has shape {tuple(tensor.shape)}, expected a "
+                f"non-empty {rank}-D tensor"
+            )
     enc_dim, pred_dim = patch.shape[0], pred_fc1.shape[1]
     for name, dim in (("encoder", enc_dim), ("predictor", pred_dim)):
         if dim % DEFAULT_HEAD_DIM:
@@ -94,7 +116,44 @@ def infer_config(state: dict[str, torch.Tensor]) -> WorldModelConfig:
             "action_embed_dim": int(action.shape[1]),
         },
     }
-    return config_from_dict(data, where="inferred from checkpoint")
+    return checked_config(data, where="sizes inferred from the checkpoint")
+
+
+def checked_config(data: object, where: str) -> WorldModelConfig:
+    """A config from a checkpoint's mapping, every field of the right type and in range;
+    anything else is a CheckpointError naming the field (not a TypeError deep in the model)."""
+    _check_fields(WorldModelConfig, data, where)
+    try:
+        return config_from_dict(data, where=where)  # type: ignore[arg-type]
+    except (ConfigError, TypeError, ValueError, ZeroDivisionError) as error:
+        raise CheckpointError(f"{where}: invalid model config: {error}") from None
+
+
+def _check_fields(cls: type, data: object, where: str) -> None:
+    """Types and ranges of a (nested) config mapping: ints >= 1 (and below a sanity bound),
+    finite floats > 0, bools; unknown keys are left to ``config_from_dict`` to name."""
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{where}: expected a mapping, got {type(data).__name__}")
+    defaults = cls()
+    for field in dataclasses.fields(cls):
+        if field.name not in data:
+            continue
+        value, name = data[field.name], f"{where}.{field.name}"
+        default = getattr(defaults, field.name)
+        if dataclasses.is_dataclass(default):
+            _check_fields(type(default), value, name)
+            continue
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            limit = MAX_CONFIG_INT.get(field.name, MAX_CONFIG_DIM)
+            ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= limit
+        else:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+            ok = ok and math.isfinite(value) and 0 < value <= 64
+        if not ok:
+            kind = type(default).__name__
+            raise CheckpointError(f"{name} = {value!r} is not a valid {kind} for a model size")
 
 
 def _count_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
@@ -106,6 +165,7 @@ def load_state_strict(model: WorldModel, state: dict[str, torch.Tensor]) -> None
     meta device); raises CheckpointKeyError naming any missing, unexpected or mis-shaped key
     (the first few of each) before anything is changed."""
     expected = model.state_dict()
+    bad = [f"{key}: {problem}" for key in expected if (problem := _tensor_problem(state.get(key)))]
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     shapes = [
@@ -120,9 +180,25 @@ def load_state_strict(model: WorldModel, state: dict[str, torch.Tensor]) -> None
         problems.append(f"unexpected key(s) {unexpected[:5]}")
     if shapes:
         problems.append("mis-shaped " + "; ".join(shapes[:5]))
+    if bad and not problems:  # a tensor of the right name and shape but unusable content
+        problems.append("bad tensor(s) " + "; ".join(bad[:5]))
     if problems:
         raise CheckpointKeyError("checkpoint does not fit the model: " + " | ".join(problems))
+    state = {key: value.float() for key, value in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
+
+
+def _tensor_problem(tensor: torch.Tensor | None) -> str | None:
+    """Why a checkpoint tensor cannot become a float32 parameter (None if it can or is absent)."""
+    if tensor is None:
+        return None
+    if tensor.layout != torch.strided or tensor.is_meta:
+        return f"{tensor.layout} {'meta ' if tensor.is_meta else ''}tensor, expected dense data"
+    if not tensor.is_floating_point():
+        return f"dtype {tensor.dtype}, expected a floating-point dtype"
+    if not bool(torch.isfinite(tensor).all()):
+        return "holds NaN or infinite values"
+    return None
 
 
 def read_official(path: Path) -> dict[str, torch.Tensor]:
@@ -158,23 +234,32 @@ def _unpickler_reason(error: Exception) -> str:
     return (useful or lines or ["unknown"])[0][:200]
 
 
-def read_folder(folder: Path) -> tuple[WorldModelConfig, dict[str, torch.Tensor]]:
-    """Read our format: ``config.json`` + ``model.safetensors``."""
+def read_folder(
+    folder: Path, verify: Verify = True
+) -> tuple[WorldModelConfig, dict[str, torch.Tensor]]:
+    """Read our format: ``config.json`` + ``model.safetensors``, after checking their sha256
+    against the folder's card / ``SHA256SUMS`` (see ``world_model.checksums.verify_folder``)."""
     for name in (CONFIG_FILE, WEIGHTS_FILE):
         if not (folder / name).is_file():
             raise CheckpointNotFoundError(
                 f"{folder}: no {name} (a converted model folder holds {CONFIG_FILE} and "
                 f"{WEIGHTS_FILE})"
             )
+    verify_folder(folder, (CONFIG_FILE, WEIGHTS_FILE), verify)
+    config_path = folder / CONFIG_FILE
     try:
-        with open(folder / CONFIG_FILE, encoding="utf-8") as handle:
-            config = config_from_dict(json.load(handle), where=str(folder / CONFIG_FILE))
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{folder / CONFIG_FILE}: invalid JSON ({error})") from None
+        with open(config_path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError
+        raise CheckpointError(f"{config_path}: invalid JSON ({error})") from None
+    config = checked_config(data, where=str(config_path))
     try:
         state = load_file(folder / WEIGHTS_FILE)
-    except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"{folder / WEIGHTS_FILE}: unreadable ({error})") from None
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as error:
+        raise CheckpointError(
+            f"{folder / WEIGHTS_FILE}: unreadable safetensors file (truncated or corrupt?): "
+            f"{str(error)[:200]}"
+        ) from None
     return config, state
 
 
@@ -204,6 +289,7 @@ def load(
     path_or_name: str | Path,
     config: str | Path | WorldModelConfig | None = None,
     device: str | torch.device = "cpu",
+    verify: Verify = True,
 ) -> WorldModel:
     """Load a world model, in eval mode on ``device``.
 
@@ -212,25 +298,44 @@ def load(
         config: sizes (config, preset name or path); default: the folder's ``config.json``, or
             for a ``.pt`` inferred from its tensors.
         device: where to put it.
+        verify: check every file's sha256 against the folder's ``MODEL_CARD.md`` files section
+            and ``SHA256SUMS`` (a ``.pt``: its ``<file>.sha256`` sidecar) before reading it.
+            True: a mismatch raises ChecksumError, a checkpoint without a record loads with a
+            logged warning; "strict": no record is a ChecksumError too; False: no check.
+
+    Raises:
+        CheckpointNotFoundError; CheckpointError (ChecksumError, CheckpointKeyError) naming
+        the file, key or field at fault. Nothing is loaded when a check fails.
     """
+    check_verify_arg(verify)
     path = find_checkpoint(path_or_name)
     if path.is_dir():
-        folder_config, state = read_folder(path)
+        folder_config, state = read_folder(path, verify)
         config = folder_config if config is None else resolve_config(config)
     else:
+        verify_file(path, verify)
         state = read_official(path)
         config = infer_config(state) if config is None else resolve_config(config)
-    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-    with torch.device("meta"):  # no throw-away random init of (up to 1.3 B) parameters
-        model = WorldModel(config)
+    model = _empty_model(config)
     load_state_strict(model, state)
     model.predictor.reset_rope("cpu")
     return model.to(device).eval()
 
 
+def _empty_model(config: WorldModelConfig) -> WorldModel:
+    """The model's modules on the meta device (no throw-away random init of up to 1.3 B
+    parameters); sizes torch cannot build are a CheckpointError."""
+    try:
+        with torch.device("meta"):
+            return WorldModel(config)
+    except (RuntimeError, ValueError, TypeError) as error:
+        raise CheckpointError(f"cannot build a model of these sizes ({error})") from None
+
+
 def save(model: WorldModel, out_dir: str | Path, overwrite: bool = False) -> Path:
-    """Write ``model`` as ``out_dir/{config.json, model.safetensors}`` atomically (a temp folder
-    beside it, then a rename), so no half-written folder is ever left at ``out_dir``."""
+    """Write ``model`` as ``out_dir/{config.json, model.safetensors, SHA256SUMS}`` atomically
+    (a temp folder beside it, files fsynced, then a rename), so no half-written folder is ever
+    left at ``out_dir``; ``SHA256SUMS`` lets ``load`` verify the folder like a carded one."""
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; pass overwrite=True (--overwrite) to replace it")
@@ -241,8 +346,12 @@ def save(model: WorldModel, out_dir: str | Path, overwrite: bool = False) -> Pat
         save_file(state, tmp / WEIGHTS_FILE, metadata={"format": "jepa-mpc/world_model/v1"})
         with open(tmp / CONFIG_FILE, "w", encoding="utf-8") as handle:
             json.dump(model.config.to_dict(), handle, indent=1)
+        write_checksums(tmp, [CONFIG_FILE, WEIGHTS_FILE])
+        _fsync_folder(tmp, [CONFIG_FILE, WEIGHTS_FILE, SUMS_FILE])
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old")
+            if old.exists():  # left by a crash during an earlier overwrite
+                shutil.rmtree(old)
             os.replace(out_dir, old)
             os.replace(tmp, out_dir)
             shutil.rmtree(old)
@@ -252,3 +361,10 @@ def save(model: WorldModel, out_dir: str | Path, overwrite: bool = False) -> Pat
         if tmp.exists():
             shutil.rmtree(tmp)
     return out_dir
+
+
+def _fsync_folder(folder: Path, names: list[str]) -> None:
+    """Flush the files' data to disk before the rename publishes them."""
+    for name in names:
+        with open(folder / name, "rb") as handle:
+            os.fsync(handle.fileno())

@@ -22,9 +22,12 @@ def main(argv: list[str] | None = None) -> int:
         "--config", default=None, help="model preset or YAML/JSON path (default: inferred)"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace out_dir if it exists")
+    parser.add_argument(
+        "--no-verify", action="store_true", help="skip the sha256 check against the card/sidecar"
+    )
     args = parser.parse_args(argv)
     try:
-        model = load(args.checkpoint, config=args.config)
+        model = load(args.checkpoint, config=args.config, verify=not args.no_verify)
         out = save(model, args.out_dir, overwrite=args.overwrite)
     except (CheckpointError, CheckpointNotFoundError, FileExistsError) as error:
         print(f"convert-checkpoint: {error}", file=sys.stderr)

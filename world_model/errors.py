@@ -24,5 +24,11 @@ class CheckpointKeyError(CheckpointError):
     """A missing, unexpected or mis-shaped tensor in a checkpoint (the message names it)."""
 
 
+class ChecksumError(CheckpointError):
+    """A checkpoint file whose sha256 differs from its card or checksum record (the message
+    names the file, the expected and the actual hash), or that has no record when one is
+    required."""
+
+
 class CheckpointNotFoundError(FileNotFoundError):
     """No checkpoint at the given path, and no bundled checkpoint of that name."""

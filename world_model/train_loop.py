@@ -18,6 +18,8 @@ import torch.distributed as dist
 from torch import nn
 
 CHECKPOINT_RE = re.compile(r"step-(\d+)\.pt$")
+# What ``atomic_save`` leaves behind when the process dies mid-write: ``.step-XXXXXXXX.pt.*.tmp``.
+PARTIAL_CHECKPOINT_RE = re.compile(r"^\.step-\d+\.pt\..*\.tmp$")
 
 
 @dataclass
@@ -108,10 +110,31 @@ def atomic_save(obj: Any, path: Path) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (so a power cut cannot undo a finished save)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. a platform that cannot open folders: the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class Checkpointer:
-    """``out/checkpoints/step-XXXXXXXX.pt`` files, the newest ``keep`` kept."""
+    """``out/checkpoints/step-XXXXXXXX.pt`` files, the newest ``keep`` kept.
+
+    A process killed at any moment leaves only complete checkpoints under their final names
+    (``atomic_save``) plus, at worst, one temp file, which :meth:`load_latest` removes. A final
+    file that is still unreadable (disk corruption, a copy cut short) is skipped with a warning
+    in favour of the next older one.
+    """
 
     def __init__(self, out_dir: Path, keep: int = 2) -> None:
         self.folder = Path(out_dir) / "checkpoints"
@@ -135,8 +158,26 @@ class Checkpointer:
             self.path(old).unlink(missing_ok=True)
         return path
 
+    def remove_partial(self) -> list[Path]:
+        """Delete the temp files of saves that were interrupted (process killed mid-write);
+        returns what was removed. Call only while no save is in progress (before training)."""
+        if not self.folder.is_dir():
+            return []
+        partial = [p for p in self.folder.iterdir() if PARTIAL_CHECKPOINT_RE.match(p.name)]
+        for path in partial:
+            path.unlink(missing_ok=True)  # another rank may have removed it already
+        if partial:
+            warnings.warn(
+                f"removed {len(partial)} partial checkpoint file(s) of an interrupted save: "
+                + ", ".join(p.name for p in partial),
+                stacklevel=2,
+            )
+        return partial
+
     def load_latest(self, device: torch.device) -> dict[str, Any] | None:
-        """The newest readable checkpoint (an unreadable one is skipped with a warning)."""
+        """The newest readable checkpoint (an unreadable one is skipped with a warning), after
+        removing the temp files of interrupted saves; None when there is none."""
+        self.remove_partial()
         for step in reversed(self.steps()):
             try:
                 return torch.load(self.path(step), map_location=device, weights_only=True)
