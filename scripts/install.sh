@@ -14,6 +14,6 @@ else
   echo "apt-get not found: install OSMesa/EGL (Mesa) with your package manager" >&2
 fi
 
-python3 -m pip install --upgrade-strategy only-if-needed -e ".[dev,ros]"
+python3 -m pip install --upgrade-strategy only-if-needed -e ".[dev,ros,lerobot]"
 # The ROS 2 package (ament_python) installs with pip too, for machines without colcon.
 python3 -m pip install --no-deps -e ros_ws/src/planner

@@ -200,3 +200,31 @@ def test_build_presets_and_config_errors() -> None:
         world_model.build("no-such-preset")
     with pytest.raises(ValueError, match="head dim"):
         WorldModelConfig(encoder=world_model.EncoderConfig(embed_dim=100, num_heads=3))
+
+
+def test_residual_predictor_starts_as_identity_and_matches_full_forward() -> None:
+    """``predictor.residual`` adds the input latent back: a fresh model predicts "no change",
+    shares ``small``'s encoder, and its KV-cache rollout still equals the full forward pass."""
+    plain, residual = (
+        world_model.build("small", seed=0),
+        world_model.build("small-residual", seed=0),
+    )
+    assert residual.config.predictor.residual and not plain.config.predictor.residual
+    for (name, a), b in zip(
+        plain.encoder.state_dict().items(), residual.encoder.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    gen = torch.Generator().manual_seed(0)
+    z0 = layer_norm_latents(
+        torch.randn(2, residual.num_patches, residual.latent_dim, generator=gen)
+    )
+    s0, actions = torch.rand(2, 7, generator=gen), torch.randn(2, 3, 7, generator=gen) * 0.05
+    with torch.no_grad():
+        fresh = residual.rollout(z0, s0, actions)
+    assert float((fresh - z0[:, None]).abs().max()) < 1e-5
+    with torch.no_grad():  # perturb the zero-initialised head: the rollout stays exact
+        residual.predictor.predictor_proj.weight.normal_(0.0, 0.02, generator=gen)
+        fast = residual.rollout(z0, s0, actions)
+        full = plain_rollout(residual, z0, s0, actions)
+    assert float((fast - full).abs().max()) <= 1e-4
+    assert float((fast - z0[:, None]).abs().max()) > 1e-3

@@ -33,6 +33,11 @@ class PredictorConfig:
     use_rope: bool = True
     action_embed_dim: int = 7
     is_frame_causal: bool = True
+    # Not in the release (which predicts the next latent outright): predict the change from the
+    # current latent instead (output = input latent + projection, projection zero-initialised).
+    # Small models trained on little data plan far better this way; official checkpoints load
+    # with the default False.
+    residual: bool = False
 
 
 @dataclass

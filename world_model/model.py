@@ -165,4 +165,7 @@ def build(
         model = WorldModel(config)
         init_weights(model.encoder, model.encoder.blocks)
         init_weights(model.predictor, model.predictor.predictor_blocks)
+        if config.predictor.residual:  # start as the identity: predict "nothing changes"
+            torch.nn.init.zeros_(model.predictor.predictor_proj.weight)
+            torch.nn.init.zeros_(model.predictor.predictor_proj.bias)
     return model.eval()

@@ -74,10 +74,14 @@ class ACPredictor(nn.Module):
         state = self.state_encoder(states).unsqueeze(2)
         return torch.cat((action, state, patches), dim=2).flatten(1, 2)
 
-    def _readout(self, tokens: torch.Tensor, frames: int) -> torch.Tensor:
-        """Tokens [B, T * (2 + N), width] -> predictions [B, T, N, D] (raw, not layer-normed)."""
-        tokens = tokens.unflatten(1, (frames, self.tokens_per_frame))[:, :, COND_TOKENS:]
-        return self.predictor_proj(self.predictor_norm(tokens))
+    def _readout(self, tokens: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
+        """Tokens [B, T * (2 + N), width] -> predictions [B, T, N, D] (raw, not layer-normed);
+        ``latents`` [B, T, N, D] are the inputs, added back for a ``residual`` predictor."""
+        tokens = tokens.unflatten(1, (latents.shape[1], self.tokens_per_frame))
+        output = self.predictor_proj(self.predictor_norm(tokens[:, :, COND_TOKENS:]))
+        if self.config.predictor.residual:
+            output = output + latents.to(output.dtype)
+        return output
 
     def forward(
         self, latents: torch.Tensor, actions: torch.Tensor, states: torch.Tensor
@@ -101,7 +105,7 @@ class ACPredictor(nn.Module):
         cos, sin = self.rope_cos[:frames].flatten(0, 1), self.rope_sin[:frames].flatten(0, 1)
         for block in self.predictor_blocks:
             tokens, _ = block(tokens, cos, sin, attn_mask=mask)
-        return self._readout(tokens, frames)
+        return self._readout(tokens, latents)
 
     def step(
         self,
@@ -130,4 +134,4 @@ class ACPredictor(nn.Module):
             past = None if cache is None else cache[index]
             tokens, kv = block(tokens, cos, sin, past=past)
             new_cache.append(kv)
-        return self._readout(tokens, 1)[:, 0], new_cache
+        return self._readout(tokens, latent[:, None])[:, 0], new_cache
