@@ -298,3 +298,20 @@ def test_save_overwrite_leaves_no_temp_folders(saved: Path) -> None:
     world_model.save(world_model.build("tiny", seed=1), saved, overwrite=True)
     assert [p.name for p in saved.parent.iterdir()] == [saved.name]
     assert world_model.load(saved, verify="strict").config.img_size == 64
+
+
+def test_demo_and_bench_pass_no_verify_to_the_loader(saved: Path, tmp_path: Path) -> None:
+    from sim import bench, demo
+
+    assert demo.parse_args(["--no-verify"]).no_verify
+    assert not demo.parse_args([]).no_verify
+    config, _ = bench.parse_args(["--no-verify", "--out", str(tmp_path / "b")])
+    assert config.verify is False
+    assert bench.parse_args(["--out", str(tmp_path / "b")])[0].verify is True
+    _flip_last_byte(saved / "model.safetensors")
+    with pytest.raises(ChecksumError):
+        demo.load_model(str(saved), "cpu")
+    assert demo.load_model(str(saved), "cpu", verify=False).config.img_size == 64
+    with pytest.raises(ChecksumError):
+        bench.load_model(str(saved), torch.device("cpu"))
+    assert bench.load_model(str(saved), torch.device("cpu"), verify=False) is not None

@@ -1,6 +1,8 @@
 """Checkpoint I/O: the official V-JEPA 2-AC layout (a torch pickle ``{"encoder", "predictor"}``,
 read only with ``weights_only=True``) and our own folder format (``model.safetensors`` +
-``config.json``). Loading is strict: a missing, unexpected or mis-shaped key is an error."""
+``config.json`` + ``SHA256SUMS``). Files are checked against their sha256 record first
+(``checksums.py``); loading is strict: a missing, unexpected, mis-shaped, non-float or non-finite
+tensor and a malformed config are errors naming the key or field (``docs/security.md``)."""
 
 from __future__ import annotations
 
@@ -36,6 +38,13 @@ DEFAULT_HEAD_DIM = 64  # every released V-JEPA 2 model; heads are not visible in
 # low enough that a hostile config.json cannot make us build a model for minutes.
 MAX_CONFIG_INT = {"depth": 1024, "img_size": 8192, "num_frames": 4096}
 MAX_CONFIG_DIM = 65536
+# Fields a saved config.json must hold (the sizes); fields added later (flags such as
+# predictor.residual) take their defaults when an older checkpoint lacks them.
+REQUIRED_CONFIG: dict[str, tuple[str, ...]] = {
+    "": ("img_size", "patch_size", "tubelet_size", "num_frames", "encoder", "predictor"),
+    "encoder": ("embed_dim", "depth", "num_heads", "mlp_ratio"),
+    "predictor": ("predictor_embed_dim", "depth", "num_heads", "mlp_ratio", "action_embed_dim"),
+}
 
 
 def map_official_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
@@ -119,21 +128,25 @@ def infer_config(state: dict[str, torch.Tensor]) -> WorldModelConfig:
     return checked_config(data, where="sizes inferred from the checkpoint")
 
 
-def checked_config(data: object, where: str) -> WorldModelConfig:
-    """A config from a checkpoint's mapping, every field of the right type and in range;
-    anything else is a CheckpointError naming the field (not a TypeError deep in the model)."""
-    _check_fields(WorldModelConfig, data, where)
+def checked_config(data: object, where: str, complete: bool = False) -> WorldModelConfig:
+    """A config from a checkpoint's mapping, every field of the right type and in range (and,
+    if ``complete``, every size in ``REQUIRED_CONFIG`` present); anything else is a
+    CheckpointError naming the field, not a TypeError deep inside the model."""
+    _check_fields(WorldModelConfig, data, where, REQUIRED_CONFIG[""] if complete else ())
     try:
         return config_from_dict(data, where=where)  # type: ignore[arg-type]
     except (ConfigError, TypeError, ValueError, ZeroDivisionError) as error:
         raise CheckpointError(f"{where}: invalid model config: {error}") from None
 
 
-def _check_fields(cls: type, data: object, where: str) -> None:
+def _check_fields(cls: type, data: object, where: str, required: tuple[str, ...]) -> None:
     """Types and ranges of a (nested) config mapping: ints >= 1 (and below a sanity bound),
     finite floats > 0, bools; unknown keys are left to ``config_from_dict`` to name."""
     if not isinstance(data, dict):
         raise CheckpointError(f"{where}: expected a mapping, got {type(data).__name__}")
+    missing = [name for name in required if name not in data]
+    if missing:
+        raise CheckpointError(f"{where}: missing field(s) {missing}")
     defaults = cls()
     for field in dataclasses.fields(cls):
         if field.name not in data:
@@ -141,19 +154,24 @@ def _check_fields(cls: type, data: object, where: str) -> None:
         value, name = data[field.name], f"{where}.{field.name}"
         default = getattr(defaults, field.name)
         if dataclasses.is_dataclass(default):
-            _check_fields(type(default), value, name)
-            continue
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, int):
-            limit = MAX_CONFIG_INT.get(field.name, MAX_CONFIG_DIM)
-            ok = isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= limit
-        else:
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-            ok = ok and math.isfinite(value) and 0 < value <= 64
-        if not ok:
+            inner = REQUIRED_CONFIG.get(field.name, ()) if required else ()
+            _check_fields(type(default), value, name, inner)
+        elif not _valid_field(field.name, value, default):
             kind = type(default).__name__
             raise CheckpointError(f"{name} = {value!r} is not a valid {kind} for a model size")
+
+
+def _valid_field(name: str, value: object, default: object) -> bool:
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if isinstance(default, int):
+        limit = MAX_CONFIG_INT.get(name, MAX_CONFIG_DIM)
+        return isinstance(value, int) and 1 <= value <= limit
+    if isinstance(default, float):
+        return isinstance(value, int | float) and math.isfinite(value) and 0 < value <= 64
+    return isinstance(value, type(default))
 
 
 def _count_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
@@ -161,11 +179,11 @@ def _count_blocks(state: dict[str, torch.Tensor], prefix: str) -> int:
 
 
 def load_state_strict(model: WorldModel, state: dict[str, torch.Tensor]) -> None:
-    """Put ``state``'s tensors into ``model`` (assigned, not copied: ``model`` may live on the
-    meta device); raises CheckpointKeyError naming any missing, unexpected or mis-shaped key
-    (the first few of each) before anything is changed."""
+    """Put ``state``'s tensors into ``model`` as float32 (assigned, not copied: ``model`` may
+    live on the meta device); raises CheckpointKeyError naming any missing, unexpected or
+    mis-shaped key, or a tensor of the wrong dtype or with NaN/inf (the first few of each),
+    before anything is changed."""
     expected = model.state_dict()
-    bad = [f"{key}: {problem}" for key in expected if (problem := _tensor_problem(state.get(key)))]
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     shapes = [
@@ -180,23 +198,23 @@ def load_state_strict(model: WorldModel, state: dict[str, torch.Tensor]) -> None
         problems.append(f"unexpected key(s) {unexpected[:5]}")
     if shapes:
         problems.append("mis-shaped " + "; ".join(shapes[:5]))
-    if bad and not problems:  # a tensor of the right name and shape but unusable content
-        problems.append("bad tensor(s) " + "; ".join(bad[:5]))
+    if not problems:  # right names and shapes; is the content usable?
+        bad = [f"{key}: {problem}" for key in expected if (problem := _tensor_problem(state[key]))]
+        if bad:
+            problems.append("bad tensor(s) " + "; ".join(bad[:5]))
     if problems:
         raise CheckpointKeyError("checkpoint does not fit the model: " + " | ".join(problems))
-    state = {key: value.float() for key, value in state.items()}
-    model.load_state_dict(state, strict=True, assign=True)
+    model.load_state_dict({key: value.float() for key, value in state.items()}, assign=True)
 
 
-def _tensor_problem(tensor: torch.Tensor | None) -> str | None:
-    """Why a checkpoint tensor cannot become a float32 parameter (None if it can or is absent)."""
-    if tensor is None:
-        return None
+def _tensor_problem(tensor: torch.Tensor) -> str | None:
+    """Why a checkpoint tensor cannot become a float32 parameter (None if it can)."""
     if tensor.layout != torch.strided or tensor.is_meta:
         return f"{tensor.layout} {'meta ' if tensor.is_meta else ''}tensor, expected dense data"
     if not tensor.is_floating_point():
         return f"dtype {tensor.dtype}, expected a floating-point dtype"
-    if not bool(torch.isfinite(tensor).all()):
+    # a float64 sum is non-finite iff some value is (barring float64 overflow, re-checked)
+    if not math.isfinite(tensor.sum(dtype=torch.float64)) and not bool(tensor.isfinite().all()):
         return "holds NaN or infinite values"
     return None
 
@@ -252,7 +270,7 @@ def read_folder(
             data = json.load(handle)
     except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError
         raise CheckpointError(f"{config_path}: invalid JSON ({error})") from None
-    config = checked_config(data, where=str(config_path))
+    config = checked_config(data, where=str(config_path), complete=True)
     try:
         state = load_file(folder / WEIGHTS_FILE)
     except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as error:

@@ -21,6 +21,7 @@ from robots.config import ConfigError, load_config
 from world_model.checkpoint import load as load_model
 from world_model.checkpoint import save as save_model
 from world_model.data import DatasetError, DatasetNotFoundError, TrajectoryDataset
+from world_model.data.lerobot import LeRobotReader, is_lerobot_dataset
 from world_model.errors import CheckpointError, CheckpointNotFoundError
 from world_model.model import WorldModel, build
 from world_model.train_encoder import EncoderObjective
@@ -42,9 +43,12 @@ STAGES = ("predictor", "encoder")
 
 @dataclass
 class DataSection:
-    """Which clips to train on (see ``TrajectoryDataset``)."""
+    """Which clips to train on (see ``TrajectoryDataset``). ``camera`` and ``state_columns``
+    apply to LeRobot folders only (see ``LeRobotReader``)."""
 
     root: str = ""
+    camera: str | None = None
+    state_columns: list[int | str | None] | None = None
     clip_len: int = 8
     frame_stride: int = 1
     tasks: list[str] | None = None
@@ -135,6 +139,23 @@ def initial_model(config: TrainConfig, device: torch.device) -> WorldModel:
     return build(config.model, device=device, seed=config.seed)
 
 
+def dataset_source(data: DataSection, img_size: int):
+    """``data.root`` for a native dataset; for a LeRobot folder (``meta/info.json``) an opened
+    ``LeRobotReader`` with frames at the model's image size (its ``action`` column as the
+    "stored" actions)."""
+    if not is_lerobot_dataset(data.root):
+        if data.camera is not None or data.state_columns is not None:
+            raise ConfigError("data.camera and data.state_columns apply to LeRobot datasets only")
+        return data.root
+    return LeRobotReader(
+        data.root,
+        camera=data.camera,
+        state_columns=data.state_columns,
+        image_size=img_size,
+        use_dataset_actions=data.action_source == "stored",
+    )
+
+
 def autocast_for(config: TrainConfig, device: torch.device):
     """A factory of autocast contexts: bf16 on CUDA ("auto"/"bf16"), none in fp32."""
     use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
@@ -184,7 +205,7 @@ def train(stage: str, config: TrainConfig) -> Path:
         set_rng_state(state["rng"])
         start = int(state["step"])
     dataset = TrajectoryDataset(
-        config.data.root,
+        dataset_source(config.data, model.config.img_size),
         clip_len=config.data.clip_len,
         frame_stride=config.data.frame_stride,
         batch_size=config.batch_size,

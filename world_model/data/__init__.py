@@ -1,5 +1,5 @@
-"""Trajectory data: the on-disk format (``docs/data_format.md``), its writer and reader, and a
-streaming clip dataset for training."""
+"""Trajectory data: the on-disk format (``docs/data_format.md``), its writer and reader, a
+reader of LeRobot datasets, and a streaming clip dataset for training."""
 
 from world_model.data.format import (
     ACTION_NAMES,
@@ -13,6 +13,7 @@ from world_model.data.format import (
     actions_from_states,
     read_meta,
 )
+from world_model.data.lerobot import LeRobotReader, is_lerobot_dataset, open_reader
 from world_model.data.stream import TrajectoryDataset
 
 __all__ = [
@@ -22,9 +23,12 @@ __all__ = [
     "DatasetError",
     "DatasetNotFoundError",
     "Episode",
+    "LeRobotReader",
     "TrajectoryDataset",
     "TrajectoryReader",
     "TrajectoryWriter",
     "actions_from_states",
+    "is_lerobot_dataset",
+    "open_reader",
     "read_meta",
 ]

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,8 @@ import numpy as np
 import torch
 
 from robots.franka import STATE_NAMES, pose_delta
+from world_model.data.checks import check_chunk_values, check_meta, chunk_layout, read_chunk
+from world_model.data.errors import DatasetError, DatasetNotFoundError  # importable from here
 
 FORMAT = "jepa-mpc/trajectories"
 VERSION = 1
@@ -23,14 +24,6 @@ META_FILE = "meta.json"
 CHUNK_DIR = "chunks"
 ACTION_NAMES = tuple(f"d{name}" for name in STATE_NAMES)
 CHUNK_KEYS = ("frames", "states", "actions", "lengths", "episode_index", "tasks", "success")
-
-
-class DatasetError(ValueError):
-    """A dataset folder, chunk file or episode that is malformed (the message names it)."""
-
-
-class DatasetNotFoundError(FileNotFoundError):
-    """No dataset (``meta.json``) or a chunk file listed in it is missing."""
 
 
 @dataclass
@@ -71,20 +64,23 @@ def actions_from_states(states: torch.Tensor) -> torch.Tensor:
 
 
 def read_meta(root: str | Path) -> dict[str, Any]:
-    """Read and check ``root/meta.json``."""
+    """Read ``root/meta.json`` and check every field (``checks.check_meta``)."""
     path = Path(root) / META_FILE
     if not path.is_file():
         raise DatasetNotFoundError(f"no trajectory dataset at {root} (missing {META_FILE})")
     try:
         with open(path, encoding="utf-8") as handle:
             meta = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise DatasetError(f"{path}: invalid JSON ({error})") from None
+    except (ValueError, RecursionError) as error:  # JSONDecodeError, UnicodeDecodeError
+        raise DatasetError(f"{path}: invalid JSON ({str(error)[:200]})") from None
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path}: top level must be a JSON object, got {type(meta).__name__}")
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise DatasetError(
             f"{path}: not a {FORMAT} v{VERSION} dataset (format={meta.get('format')!r}, "
             f"version={meta.get('version')!r})"
         )
+    check_meta(meta, path)
     return meta
 
 
@@ -149,8 +145,7 @@ class TrajectoryWriter:
             }
         (self.root / CHUNK_DIR).mkdir(parents=True, exist_ok=True)
 
-    def _check(self, episode: Episode) -> None:
-        frames, states, actions = episode.frames, episode.states, episode.actions
+    def _check_frames(self, frames: np.ndarray) -> None:
         if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
             raise DatasetError(
                 f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {frames.shape}"
@@ -161,11 +156,13 @@ class TrajectoryWriter:
         size = self.meta["image_size"]
         if size is not None and list(frames.shape[1:3]) != list(size):
             raise DatasetError(f"frames are {frames.shape[1:3]}, the dataset holds {size}")
-        for name, array in (("states", states), ("actions", actions)):
-            if array.shape != (length, 7):
-                raise DatasetError(f"{name} must be [{length}, 7], got {array.shape}")
-            if not np.all(np.isfinite(array)):
-                raise DatasetError(f"{name} contain NaN or infinite values")
+
+    @staticmethod
+    def _check_array(name: str, array: np.ndarray, length: int) -> None:
+        if array.shape != (length, 7):
+            raise DatasetError(f"{name} must be [{length}, 7], got {array.shape}")
+        if not np.all(np.isfinite(array)):
+            raise DatasetError(f"{name} contain NaN or infinite values")
 
     def add_episode(
         self,
@@ -186,17 +183,17 @@ class TrajectoryWriter:
         Returns:
             the episode's index in the dataset.
         """
-        states = np.asarray(states, dtype=np.float32)
+        try:
+            frames, states = np.asarray(frames), np.asarray(states, dtype=np.float32)
+            actions = None if actions is None else np.asarray(actions, dtype=np.float32)
+        except (TypeError, ValueError) as error:
+            raise DatasetError(f"episode arrays must be numeric arrays: {error}") from None
+        self._check_frames(frames)
+        self._check_array("states", states, len(frames))
         if actions is None:
             actions = actions_from_states(torch.from_numpy(states)).numpy()
-        episode = Episode(
-            np.asarray(frames),
-            states,
-            np.asarray(actions, dtype=np.float32),
-            str(task),
-            bool(success),
-        )
-        self._check(episode)
+        self._check_array("actions", actions, len(frames))
+        episode = Episode(frames, states, actions, str(task), bool(success))
         if self.meta["image_size"] is None:
             self.meta["image_size"] = list(episode.frames.shape[1:3])
         self._pending.append(episode)
@@ -259,21 +256,28 @@ class TrajectoryWriter:
 
 
 class TrajectoryReader:
-    """Random access to a dataset's episodes, one chunk file held in memory at a time."""
+    """Random access to a dataset's episodes, one chunk file held in memory at a time. The
+    index is checked when the reader opens, each chunk when it is loaded (``checks.py``)."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         self.meta = read_meta(self.root)
         self.episodes: list[dict[str, Any]] = self.meta["episodes"]
+        self._chunk_entries: list[list[dict[str, Any]]] = [[] for _ in self.meta["chunks"]]
+        for entry in self.episodes:
+            self._chunk_entries[entry["chunk"]].append(entry)
         self._cached: tuple[int, dict[str, np.ndarray]] | None = None
 
     def __len__(self) -> int:
         return len(self.episodes)
 
     def load_chunk(self, chunk_id: int) -> dict[str, np.ndarray]:
-        """All arrays of chunk ``chunk_id``, checked against the index."""
+        """All arrays of chunk ``chunk_id``, checked against the index (dtypes and shapes before
+        the data is read, then lengths, episode ids, tasks and finite states/actions)."""
         if self._cached is not None and self._cached[0] == chunk_id:
             return self._cached[1]
+        if not 0 <= chunk_id < len(self.meta["chunks"]):
+            raise IndexError(f"chunk {chunk_id} out of range ({len(self.meta['chunks'])} chunks)")
         entry = self.meta["chunks"][chunk_id]
         path = self.root / entry["file"]
         if not path.is_file():
@@ -284,31 +288,11 @@ class TrajectoryReader:
                 f"{path}: {size} bytes on disk but {entry['bytes']} in {META_FILE} "
                 f"(truncated or overwritten chunk)"
             )
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                arrays = {key: data[key] for key in CHUNK_KEYS}
-        except (zipfile.BadZipFile, OSError, ValueError, KeyError, EOFError) as error:
-            raise DatasetError(
-                f"{path}: unreadable chunk ({type(error).__name__}: {error})"
-            ) from None
-        self._check_chunk(path, entry, arrays)
+        entries = self._chunk_entries[chunk_id]
+        arrays = read_chunk(path, chunk_layout(entries, self.meta["image_size"]))
+        check_chunk_values(path, entries, arrays)
         self._cached = (chunk_id, arrays)
         return arrays
-
-    def _check_chunk(self, path: Path, entry: dict, arrays: dict[str, np.ndarray]) -> None:
-        total = int(arrays["lengths"].sum())
-        height, width = self.meta["image_size"]
-        expected = {
-            "frames": (total, height, width, 3),
-            "states": (total, 7),
-            "actions": (total, 7),
-            "lengths": (entry["episodes"],),
-        }
-        for key, shape in expected.items():
-            if arrays[key].shape != shape:
-                raise DatasetError(f"{path}: {key} has shape {arrays[key].shape}, expected {shape}")
-        if arrays["frames"].dtype != np.uint8:
-            raise DatasetError(f"{path}: frames must be uint8, got {arrays['frames'].dtype}")
 
     def episode(self, index: int) -> Episode:
         """Episode ``index`` (0-based, dataset order)."""

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from world_model.data.format import DatasetError, TrajectoryReader, actions_from_states
+from world_model.data.lerobot import LeRobotReader, open_reader
 
 ACTION_SOURCES = ("states", "stored")
 
@@ -35,7 +36,7 @@ class TrajectoryDataset(IterableDataset):
 
     def __init__(
         self,
-        root: str | Path,
+        root: str | Path | TrajectoryReader | LeRobotReader,
         clip_len: int,
         frame_stride: int = 1,
         batch_size: int | None = None,
@@ -50,7 +51,8 @@ class TrajectoryDataset(IterableDataset):
         start_item: int = 0,
     ) -> None:
         """Args:
-        root: dataset folder (``meta.json`` + chunks). clip_len: frames per clip (T >= 1).
+        root: dataset folder (``meta.json`` + chunks, or a LeRobot folder), or an opened
+            reader (``open_reader``). clip_len: frames per clip (T >= 1).
         frame_stride: k >= 1, frames between consecutive clip frames.
         batch_size: None yields single clips; an int yields stacked batches (last partial
             batch of an epoch dropped).
@@ -71,7 +73,7 @@ class TrajectoryDataset(IterableDataset):
             raise ValueError("action_source='stored' needs frame_stride 1 (use 'states')")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} not in [0, {world_size})")
-        self.reader = TrajectoryReader(root)
+        self.reader = open_reader(root)
         self.clip_len, self.frame_stride, self.batch_size = clip_len, frame_stride, batch_size
         self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
         self.action_source, self.repeat, self.start_item = action_source, repeat, start_item
