@@ -55,7 +55,9 @@ def _real_array(values: Any, where: str) -> np.ndarray:
     """``values`` as a float64 numpy array, refusing bools, complex numbers and non-numbers."""
     if isinstance(values, torch.Tensor):
         if values.dtype == torch.bool or values.is_complex():
-            raise PlanInputError(f"{where} must be real numbers, got dtype {values.dtype}")
+            raise PlanInputError(
+                f"{where} must be 7 numbers (ints or floats), got dtype {values.dtype}"
+            )
         return values.detach().to("cpu", torch.float64).numpy()
     try:
         array = np.asarray(values)
@@ -63,7 +65,8 @@ def _real_array(values: Any, where: str) -> np.ndarray:
         raise PlanInputError(f"{where} must be 7 numbers, got {reprlib.repr(values)}") from error
     if array.dtype.kind not in REAL_KINDS:
         raise PlanInputError(
-            f"{where} must be 7 real numbers, got {reprlib.repr(values)} (dtype {array.dtype})"
+            f"{where} must be 7 numbers (ints or floats), got {reprlib.repr(values)} "
+            f"(dtype {array.dtype})"
         )
     return array.astype(np.float64)
 

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import math
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,11 +15,17 @@ import numpy as np
 import torch
 
 from planner.actors import ActionSpace, Problem, make_actor
+from planner.actors.base import EvaluationBatch
 from planner.config import PlannerConfig, load_planner_config
 from planner.cost import Cost
 from planner.inputs import PlanInputError, content_key, split_observation
 from planner.protocol import LatentWorldModel, model_device
-from robots.franka import SafetyFilter, load_limits
+from robots.franka import ACTION_DIM, SafetyFilter, load_limits
+
+
+class NonFiniteEnergyWarning(RuntimeWarning):
+    """A plan's energy was NaN or inf (the world model predicted non-finite latents): the
+    planner commanded hold instead of the planned action."""
 
 
 @dataclass
@@ -25,7 +33,8 @@ class Plan:
     """One planning result.
 
     Attributes:
-        action: [7] float32, the first planned action after the safety filter: what to send.
+        action: [7] float32, the first planned action after the safety filter: what to send
+            (hold, all zeros but a gripper clamp, when ``energy`` is not finite).
         actions: [H, 7] float32, the planned sequence as the actor found it (not filtered).
         energy: energy of ``actions`` under the world model.
         timings: seconds spent in "encode" (observation and goal), "plan" and "total".
@@ -60,9 +69,10 @@ def resolve_device(device: str | torch.device) -> torch.device:
 class Planner:
     """Receding-horizon planner on a latent world model.
 
-    Holds the actor (and its warm start), the goal-latent cache, a seeded torch.Generator and
-    the robot's safety filter. Given the same config, model, seed and inputs, the plans are
-    the same.
+    Holds the actor (and its warm start), the goal-latent cache, a seeded torch.Generator,
+    the robot's safety filter and the world-model batch limit (``evaluation_batch``: after a
+    CUDA out-of-memory error, sequences are scored in smaller chunks, with a warning, and the
+    chunk size is kept). Given the same config, model, seed and inputs, the plans are the same.
     """
 
     def __init__(
@@ -92,6 +102,7 @@ class Planner:
         self.actor = make_actor(config.actor, self.space)
         self.safety = SafetyFilter(load_limits(config.robot))
         self.generator = torch.Generator(device=self.device)
+        self.evaluation_batch = EvaluationBatch()
         self._goal_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.cache_hits = 0
         self.cache_misses = 0
@@ -119,15 +130,20 @@ class Planner:
         """Plan the next action.
 
         Args:
-            obs: {"image": uint8 [H, W, 3], "state": [7] end-effector state}.
+            obs: {"image": uint8 [H, W, 3], "state": [7] end-effector state} (any mapping;
+                see ``planner.inputs`` for what is accepted).
             goal: {"image": uint8 [H, W, 3], optional "state": [7]} or a goal image alone.
 
         Returns:
             ``Plan``; ``plan.action`` has been through the robot's safety filter relative to
-            ``obs["state"]``.
+            ``obs["state"]``. If the world model's predictions were not finite (energy NaN or
+            inf), it is hold, with a ``NonFiniteEnergyWarning``.
 
         Raises:
-            PlanInputError: malformed observation or goal (the message names the problem).
+            PlanInputError: malformed observation or goal (the message names the problem);
+                raised before anything is encoded, so the planner's state is unchanged.
+            torch.cuda.OutOfMemoryError: only if even one sequence at a time does not fit
+                (larger batches fall back to chunks, see ``EvaluationBatch``).
         """
         start = time.perf_counter()
         image, state = split_observation(obs, "obs", state_required=True)
@@ -138,16 +154,27 @@ class Planner:
         self._synchronize()
         encoded = time.perf_counter()
 
-        problem = Problem(self.world_model, self.cost, latent, state_batch, goal_latent)
+        problem = Problem(
+            self.world_model,
+            self.cost,
+            latent,
+            state_batch,
+            goal_latent,
+            batch=self.evaluation_batch,
+        )
         result = self.actor.plan(problem, self.generator)
         actions = result.actions.detach().float().cpu()  # [H, 7]; waits for the device
         planned = time.perf_counter()
 
-        action = self.safety(state, actions[0])
+        energy = float(result.energy)
+        first = actions[0]
+        if not math.isfinite(energy):
+            first = self._hold_after_unscored_plan(energy)
+        action = self.safety(state, first)
         return Plan(
             action=action.numpy().astype(np.float32),
             actions=actions.numpy().astype(np.float32),
-            energy=float(result.energy),
+            energy=energy,
             timings={
                 "encode": encoded - start,
                 "plan": planned - encoded,
@@ -156,6 +183,19 @@ class Planner:
             evaluations=problem.evaluations,
             trace=best_so_far(problem),
         )
+
+    def _hold_after_unscored_plan(self, energy: float) -> torch.Tensor:
+        """The zero action [7] (hold), after a plan whose energy is not finite: the world model
+        predicted NaN/inf, so the search had nothing to rank. The warm start is dropped so that
+        one bad prediction does not seed the next plans."""
+        self.actor.reset()
+        warnings.warn(
+            f"the planned sequence has energy {energy}: the world model's predictions are not "
+            "finite; holding the pose and dropping the warm start",
+            NonFiniteEnergyWarning,
+            stacklevel=3,
+        )
+        return torch.zeros(ACTION_DIM)
 
     def goal_latent(
         self, image: np.ndarray | torch.Tensor, state: torch.Tensor | None = None

@@ -5,6 +5,7 @@ through ``robots.franka.SafetyFilter`` before the backend executes them.
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 import gymnasium as gym
@@ -20,7 +21,38 @@ Observation = dict[str, np.ndarray]
 
 
 class ActionError(ValueError):
-    """An action of the wrong shape or with NaN/inf entries."""
+    """An action that is not 7 finite real numbers (wrong type, shape or dtype, NaN or inf)."""
+
+
+def check_action(action: Any) -> np.ndarray:
+    """``action`` (numpy, torch or a sequence of 7 real numbers) as float64 ``[7]``.
+
+    Raises:
+        ActionError: not numbers, bools or complex numbers, wrong shape, NaN or inf.
+    """
+    if isinstance(action, torch.Tensor):
+        if action.dtype == torch.bool or action.is_complex():
+            raise ActionError(
+                f"action must be {ACTION_DIM} numbers (ints or floats), got dtype {action.dtype}"
+            )
+        action = action.detach().to("cpu", torch.float64).numpy()
+    try:
+        array = np.asarray(action)
+    except (TypeError, ValueError) as error:  # ragged sequences
+        raise ActionError(
+            f"action must be {ACTION_DIM} numbers, got {reprlib.repr(action)}"
+        ) from error
+    if array.dtype.kind not in "iuf":
+        raise ActionError(
+            f"action must be {ACTION_DIM} numbers (ints or floats), got {reprlib.repr(action)} "
+            f"(dtype {array.dtype})"
+        )
+    if array.shape != (ACTION_DIM,):
+        raise ActionError(f"action must have shape ({ACTION_DIM},), got {array.shape}")
+    array = array.astype(np.float64)
+    if not np.all(np.isfinite(array)):
+        raise ActionError(f"action contains NaN or inf: {array.tolist()}")
+    return array
 
 
 def home_qpos() -> np.ndarray:
@@ -87,7 +119,11 @@ class FrankaTableEnv(gym.Env):
         return self._observation(), self._info()
 
     def step(self, action: np.ndarray) -> tuple[Observation, float, bool, bool, dict[str, Any]]:
-        """Execute one 0.25 s control step of the delta ``action [7]``."""
+        """Execute one 0.25 s control step of the delta ``action [7]``.
+
+        Raises:
+            ActionError: malformed action; the arm, the step count and the episode are as before.
+        """
         if self.steps < 0:
             raise RuntimeError("call reset() before step()")
         self.backend.move_ee(self.safe_target(action))
@@ -106,13 +142,13 @@ class FrankaTableEnv(gym.Env):
     # -- goals ---------------------------------------------------------------------------------
 
     def safe_target(self, action: np.ndarray) -> np.ndarray:
-        """Validate ``action [7]`` and return the safety-filtered absolute TCP target ``[7]``."""
-        action = np.asarray(action, dtype=np.float64)
-        if action.shape != (ACTION_DIM,):
-            raise ActionError(f"action must have shape ({ACTION_DIM},), got {action.shape}")
-        if not np.all(np.isfinite(action)):
-            raise ActionError(f"action contains NaN or inf: {action.tolist()}")
-        state = torch.from_numpy(self.backend.ee_state())
+        """Validate ``action [7]`` and return the safety-filtered absolute TCP target ``[7]``.
+
+        Raises:
+            ActionError: see :func:`check_action`; nothing has moved when it is raised.
+        """
+        action = check_action(action)
+        state = torch.from_numpy(np.asarray(self.backend.ee_state(), dtype=np.float64))
         return self.safety.target(state, torch.from_numpy(action)).numpy()
 
     def goal(self) -> Observation:

@@ -1,8 +1,11 @@
 """What every actor shares: the planning ``Problem`` (score action sequences, count predictor
-evaluations), the ``ActionSpace`` (bounds, projection, initial std) and the ``ActorResult``."""
+evaluations, chunk the batch after a CUDA out-of-memory error), the ``ActionSpace`` (bounds,
+projection, initial std) and the ``ActorResult``."""
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -28,6 +31,52 @@ class ActorResult:
     elites: torch.Tensor | None = None
 
 
+class OutOfMemoryWarning(RuntimeWarning):
+    """The world model ran out of GPU memory; sequences are now scored in smaller chunks."""
+
+
+@dataclass
+class EvaluationBatch:
+    """How many sequences one world-model call may score.
+
+    ``limit`` is None (everything at once) until a call raises ``torch.cuda.OutOfMemoryError``;
+    then the chunk is halved until it fits (down to 1), a warning names the new size, and the
+    size is kept for later calls (the planner owns one of these for its lifetime).
+    """
+
+    limit: int | None = None
+
+    def score(
+        self, score: Callable[[torch.Tensor], torch.Tensor], actions: torch.Tensor
+    ) -> torch.Tensor:
+        """Energies [S] of ``actions`` [S, H, 7] by ``score``, chunked along S when needed."""
+        samples = actions.shape[0]
+        size = samples if self.limit is None else max(1, min(self.limit, samples))
+        while True:
+            try:
+                if size >= samples:
+                    energy = score(actions)
+                else:
+                    energy = torch.cat([score(part) for part in actions.split(size)])
+            except torch.cuda.OutOfMemoryError:
+                if size == 1:
+                    raise
+            else:
+                break
+            size //= 2  # outside the handler: the failed attempt's tensors are released
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        if size < samples and (self.limit is None or size < self.limit):
+            self.limit = size
+            warnings.warn(
+                f"world model ran out of GPU memory scoring {samples} sequences at once; "
+                f"scoring them in chunks of {size} from now on (slower)",
+                OutOfMemoryWarning,
+                stacklevel=3,
+            )
+        return energy
+
+
 @dataclass
 class Problem:
     """One planning problem: reach ``goal_latent`` from (``latent``, ``state``).
@@ -41,6 +90,7 @@ class Problem:
         goal_latent: [1, N, D].
         evaluations: predictor evaluations so far.
         trace: (evaluations so far, lowest energy of that call as a 0-d tensor) per call.
+        batch: the chunk size for world-model calls (shared across problems by the planner).
     """
 
     world_model: LatentWorldModel
@@ -50,17 +100,28 @@ class Problem:
     goal_latent: torch.Tensor
     evaluations: int = 0
     trace: list[tuple[int, torch.Tensor]] = field(default_factory=list)
+    batch: EvaluationBatch = field(default_factory=EvaluationBatch)
 
     def evaluate(self, actions: torch.Tensor) -> torch.Tensor:
-        """Energies [S] of action sequences [S, H, 7] (differentiable if autograd is on)."""
+        """Energies [S] of action sequences [S, H, 7] (differentiable if autograd is on).
+
+        A NaN energy (the model predicted NaN) becomes +inf: such a sequence ranks last
+        instead of poisoning the actors' comparisons (``min``/``argmin`` propagate NaN).
+        """
         samples, horizon = actions.shape[:2]
-        latent = self.latent.expand(samples, -1, -1)
-        state = self.state.expand(samples, -1)
-        predicted = self.world_model.rollout(latent, state, actions)
-        energy = self.cost(predicted, self.goal_latent, actions, self.state)
+        energy = self.batch.score(self._score, actions)
+        energy = torch.where(torch.isnan(energy), torch.inf, energy)
         self.evaluations += samples * horizon
         self.trace.append((self.evaluations, energy.detach().min()))
         return energy
+
+    def _score(self, actions: torch.Tensor) -> torch.Tensor:
+        """Energies [S] of actions [S, H, 7] in one world-model call."""
+        samples = actions.shape[0]
+        latent = self.latent.expand(samples, -1, -1)
+        state = self.state.expand(samples, -1)
+        predicted = self.world_model.rollout(latent, state, actions)
+        return self.cost(predicted, self.goal_latent, actions, self.state)
 
 
 def project_l1_ball(vectors: torch.Tensor, radius: float) -> torch.Tensor:

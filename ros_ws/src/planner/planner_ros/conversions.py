@@ -14,11 +14,14 @@ import torch
 from geometry_msgs.msg import PoseStamped
 from sensor_msgs.msg import Image, JointState
 
+from planner.inputs import MAX_IMAGE_SIDE
 from robots.franka import FINGER_RANGE, STATE_DIM, euler_to_matrix, matrix_to_euler
 
 ENCODINGS = ("rgb8", "bgr8")
 # Fingertip distance (m) with the gripper fully open: two fingers of FINGER_RANGE travel each.
 MAX_FINGER_WIDTH = 2.0 * FINGER_RANGE[1]
+# tf2 rejects a quaternion whose squared norm is further than this from 1 (denormalised).
+QUATERNION_TOLERANCE = 0.01
 
 
 class MessageError(ValueError):
@@ -40,8 +43,8 @@ def image_to_array(msg: Image) -> np.ndarray:
         uint8 ``[H, W, 3]`` RGB array (a writable, C-contiguous copy).
 
     Raises:
-        MessageError: unsupported encoding, zero size, step too small, or a data length that is
-            not ``step * height``.
+        MessageError: unsupported encoding, zero size, a side over the planner's
+            ``MAX_IMAGE_SIDE``, step too small, or a data length that is not ``step * height``.
     """
     if msg.encoding not in ENCODINGS:
         raise MessageError(
@@ -50,6 +53,11 @@ def image_to_array(msg: Image) -> np.ndarray:
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0:
         raise MessageError(f"image has no pixels: height={height}, width={width}")
+    if max(height, width) > MAX_IMAGE_SIDE:
+        raise MessageError(
+            f"image is {width}x{height} pixels; the planner takes at most {MAX_IMAGE_SIDE} per "
+            f"side (resize on the camera side)"
+        )
     row_bytes = width * 3
     if step < row_bytes:
         raise MessageError(f"image step {step} is smaller than width * 3 = {row_bytes}")
@@ -105,15 +113,24 @@ def array_to_image(
 
 
 def quaternion_to_matrix(quaternion: np.ndarray) -> np.ndarray:
-    """Unit quaternion ``[4]`` (x, y, z, w; normalised here) -> rotation matrix ``[3, 3]``.
+    """Unit quaternion ``[4]`` (x, y, z, w) -> rotation matrix ``[3, 3]``.
+
+    A quaternion within tf2's tolerance of unit length (|norm² - 1| < 0.01) is normalised
+    here; one further off is refused, as tf2 refuses it.
 
     Raises:
-        MessageError: non-finite or (near) zero-norm quaternion.
+        MessageError: non-finite or denormalised (e.g. all-zero) quaternion.
     """
     q = np.asarray(quaternion, dtype=np.float64)
-    norm = float(np.linalg.norm(q))
-    if not np.all(np.isfinite(q)) or norm < 1e-9:
-        raise MessageError(f"orientation quaternion {q.tolist()} is not a valid rotation")
+    if q.shape != (4,) or not np.all(np.isfinite(q)):
+        raise MessageError(f"orientation quaternion {q.tolist()} is not 4 finite numbers")
+    scale = float(np.abs(q).max())
+    norm = scale * float(np.linalg.norm(q / scale)) if scale > 0 else 0.0  # no overflow
+    if not abs(norm * norm - 1.0) < QUATERNION_TOLERANCE:
+        raise MessageError(
+            f"orientation quaternion {q.tolist()} has norm {norm:.6g}; it must be a unit "
+            f"quaternion (|norm² - 1| < {QUATERNION_TOLERANCE:g}, as tf2 requires)"
+        )
     x, y, z, w = q / norm
     return np.array(
         [
@@ -198,15 +215,25 @@ def gripper_closedness(msg: JointState) -> float:
     """Closedness 0 (open) .. 1 (closed) from a gripper ``JointState``.
 
     Uses the joints whose name contains ``finger_joint`` (franka_gripper and the sim publish
-    ``<arm>_finger_joint1/2``, each 0 .. 0.04 m); with no such names, all positions are taken as
-    finger joints. Width = sum of finger positions, closedness = ``1 - width / 0.08``.
+    ``<arm>_finger_joint1/2``, each 0 .. 0.04 m); a message without names is taken to hold
+    finger positions only. Width = sum of finger positions, closedness = ``1 - width / 0.08``.
 
     Raises:
-        MessageError: no finger positions, or non-finite ones.
+        MessageError: names and positions of different lengths, names without a finger joint,
+            no finger positions, or non-finite ones.
     """
-    positions = list(msg.position)
-    named = [p for n, p in zip(msg.name, positions, strict=False) if "finger_joint" in n]
-    fingers = np.array(named if named else positions, dtype=np.float64)
+    names, positions = list(msg.name), list(msg.position)
+    if names and len(names) != len(positions):
+        raise MessageError(
+            f"gripper joint state has {len(names)} names but {len(positions)} positions"
+        )
+    if names and not any("finger_joint" in name for name in names):
+        raise MessageError(
+            f"gripper joint state names no finger joint (names containing 'finger_joint'): {names}"
+        )
+    if names:
+        positions = [p for n, p in zip(names, positions, strict=True) if "finger_joint" in n]
+    fingers = np.array(positions, dtype=np.float64)
     if fingers.size == 0 or not np.all(np.isfinite(fingers)):
         raise MessageError(f"gripper joint state has no finite finger positions: {positions}")
     # A single reported joint (mimic gripper) stands for both fingers.

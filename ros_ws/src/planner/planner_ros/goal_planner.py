@@ -1,7 +1,9 @@
 """``goal_planner`` node: camera image + end-effector state + goal image in, the next safe
 Cartesian target (``PoseStamped``) and gripper command out, planned by ``planner.Planner`` on a
 worker thread at ``rate_hz``. No planning logic lives here; the node adds the robot-side safety:
-``robots.franka.SafetyFilter`` on every command, a watchdog that holds the current pose when the
+``robots.franka.SafetyFilter`` on every command, a last check right before publishing
+(``unsafe_target``: a target that is not finite, in the box and within one step is replaced by
+hold, with an error in the log), a watchdog that holds the current pose when the
 image or state goes stale, a latched e-stop (``~/stop``; cleared by ``~/enable`` or by setting
 the ``enabled`` parameter true), and diagnostics on ``/diagnostics``.
 """
@@ -33,7 +35,13 @@ from planner_ros.conversions import (
 from planner_ros.inputs import GoalImageError, InputBuffer, Snapshot, read_goal_image
 from planner_ros.runtime import run_node
 from planner_ros.topics import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, TOPICS
-from robots.franka import SafetyFilter, load_limits
+from robots.franka import (
+    FrankaLimits,
+    SafetyFilter,
+    euler_to_matrix,
+    load_limits,
+    matrix_to_rotvec,
+)
 
 PARAMETERS: dict[str, object] = {
     "config": "cem_paper",  # planner preset: configs/planner/<config>.yaml
@@ -73,6 +81,33 @@ def build_planner(config: str, checkpoint: str, device: str, overrides: list[str
 
         model = world_model.load(checkpoint)
     return Planner.from_config(config, world_model=model, device=device, overrides=overrides)
+
+
+def unsafe_target(target: np.ndarray, state: np.ndarray, limits: FrankaLimits) -> str:
+    """Why ``target`` [7] must not be commanded from ``state`` [7] ('' when it may be).
+
+    The last check before a command leaves the node (the safety filter's output should always
+    pass it): the target is 7 finite numbers, no further outside the workspace box than the arm
+    already is, and within one step's translation, rotation and gripper limits of ``state``.
+    """
+    target = np.asarray(target, dtype=np.float64)
+    if target.shape != (7,) or not np.all(np.isfinite(target)):
+        return "it is not 7 finite numbers"
+    lower, upper = np.array(limits.workspace.lower), np.array(limits.workspace.upper)
+    outside = np.linalg.norm(target[:3] - np.clip(target[:3], lower, upper))
+    if outside > np.linalg.norm(state[:3] - np.clip(state[:3], lower, upper)) + 1e-6:
+        return f"it is {outside:.4f} m outside the workspace box"
+    step = limits.step
+    if np.linalg.norm(target[:3] - state[:3]) > step.translation + 1e-6:
+        return f"it moves more than {step.translation:g} m in one step"
+    relative = euler_to_matrix(torch.from_numpy(target[3:6])) @ euler_to_matrix(
+        torch.from_numpy(state[3:6].astype(np.float64))
+    ).transpose(-1, -2)
+    if float(matrix_to_rotvec(relative).norm()) > step.rotation + 1e-6:
+        return f"it rotates more than {step.rotation:g} rad in one step"
+    if not 0.0 <= target[6] <= 1.0 or abs(target[6] - state[6]) > step.gripper + 1e-6:
+        return "its gripper command is outside [0, 1] or one step's limit"
+    return ""
 
 
 class GoalPlannerNode(Node):
@@ -270,7 +305,7 @@ class GoalPlannerNode(Node):
             return
         action = torch.from_numpy(np.asarray(plan.action, dtype=np.float64))
         target = self._safety.target(torch.from_numpy(snap.state), action).numpy()
-        self._publish_target(target, snap.frame_id)
+        target = self._publish_target(target, snap)
         self._report(
             "planning",
             DiagnosticStatus.OK,
@@ -299,15 +334,25 @@ class GoalPlannerNode(Node):
 
     def _hold(self, snap: Snapshot, mode: str, reason: str) -> None:
         """Command the last measured pose and gripper, so the arm stays where it is."""
-        self._publish_target(snap.state, snap.frame_id)
+        self._publish_target(snap.state, snap)
         self._report(
             mode, DiagnosticStatus.WARN, reason, {"target": np.round(snap.state, 4).tolist()}
         )
 
-    def _publish_target(self, target: np.ndarray, frame_id: str) -> None:
-        pose, gripper = state_to_pose(target, frame_id, self.get_clock().now().to_msg())
+    def _publish_target(self, target: np.ndarray, snap: Snapshot) -> np.ndarray:
+        """Publish ``target`` [7] as pose + gripper command, or, if ``unsafe_target`` objects,
+        the measured pose (hold) with an error in the log; returns what was published."""
+        problem = unsafe_target(target, snap.state, self._safety.limits)
+        if problem:
+            self.get_logger().error(
+                f"refusing to command target {np.asarray(target).tolist()}: {problem}; "
+                "holding the current pose"
+            )
+            target = snap.state
+        pose, gripper = state_to_pose(target, snap.frame_id, self.get_clock().now().to_msg())
         self._target_pub.publish(pose)
         self._gripper_pub.publish(Float64(data=gripper))
+        return target
 
     def _report(self, mode: str, level: bytes, message: str, values: dict) -> None:
         self._mode = mode
