@@ -30,13 +30,15 @@ from robots.config import load_config
 from sim import bench_report as report
 from sim.backend import BACKENDS
 from sim.experts import expert_action
-from sim.tasks import TASK_NAMES
+from sim.tasks import TASK_NAMES, TASKS
 from world_model.state_model import StateWorldModel
 
 BASELINES = ("random", "expert")
-# Subgoal schedule (paper, pick-and-place: 4, 10 and 4 of 18 steps on the three subgoal images),
-# scaled to the episode length. Other tasks asked to use subgoals split the steps evenly.
-SUBGOAL_SCHEDULES: dict[str, tuple[int, ...]] = {"pick_place": (4, 10, 4)}
+# Subgoal schedules: each task's step shares of its subgoal stages (sim.tasks), scaled to the
+# episode length. A task without shares for its subgoals splits the steps evenly.
+SUBGOAL_SCHEDULES: dict[str, tuple[int, ...]] = {
+    name: task.subgoal_shares for name, task in TASKS.items() if task.subgoal_shares
+}
 
 
 class BenchError(ValueError):
@@ -72,7 +74,7 @@ class BenchConfig:
     image_size: int = 256
     steps: int | None = None
     overrides: tuple[str, ...] = ()
-    subgoals: tuple[str, ...] = ("pick_place",)
+    subgoals: tuple[str, ...] = ("grasp", "pick_place")
     videos: bool = False
     device: str = "auto"
     verify: bool = True
@@ -141,8 +143,9 @@ def goal_schedule(task: str, goals: int, steps: int) -> list[int]:
     """Index of the (sub)goal the planner aims at, for each control step ``[steps]``.
 
     Stage boundaries sit at the cumulative fractions of the task's ``SUBGOAL_SCHEDULES`` entry
-    when it has ``goals`` stages (pick_place, 50 steps: 11, 28 and 11 steps), else of equal
-    shares; one goal is aimed at throughout.
+    when it has ``goals`` stages (pick_place, 50 steps: 9, 5, 3, 5, 12, 3 and 13 steps), else of
+    equal shares; one goal is aimed at throughout. The schedule depends on the step count only,
+    never on the scene (no early switching on success).
     """
     weights = SUBGOAL_SCHEDULES.get(task, ())
     if len(weights) != goals:
@@ -362,7 +365,7 @@ def parse_args(argv: list[str]) -> tuple[BenchConfig, Path]:
     parser.add_argument("--backend")
     parser.add_argument("--image-size", type=int, dest="image_size")
     parser.add_argument("--steps", type=int, help="control steps (default: task length)")
-    parser.add_argument("--subgoals", help="tasks planned on subgoal images (default pick_place)")
+    parser.add_argument("--subgoals", help="tasks planned on subgoals (default grasp,pick_place)")
     parser.add_argument("--videos", action="store_true", default=None)
     parser.add_argument("--device")
     parser.add_argument("--no-verify", action="store_true", help="skip checkpoint sha256 checks")

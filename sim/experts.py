@@ -11,12 +11,18 @@ import torch
 
 from robots.franka import pose_delta
 from sim.backend import CUBE_SIZE
-from sim.tasks import GRASP_CLOSEDNESS, GraspTask, PickPlaceTask, PushTask, ReachTask
+from sim.tasks import (
+    GRASP_CLOSEDNESS,
+    GRASP_HEIGHT,
+    GraspTask,
+    PickPlaceTask,
+    PushTask,
+    ReachTask,
+)
 
 MAX_STEP = 0.05  # metres per control step the expert asks for
 SAFE_HEIGHT = 0.10  # TCP height for travelling over the table
 OPEN, CLOSE = -1.0, 1.0  # gripper deltas
-GRASP_HEIGHT = 0.005  # TCP above the cube centre when grasping (fingertips clear the table)
 
 
 def _toward(ee: np.ndarray, position: np.ndarray, orientation: np.ndarray, gripper: float):
@@ -58,7 +64,7 @@ def pick_action(task: GraspTask, ee: np.ndarray, cube: np.ndarray, place: bool) 
         above = task.target + np.array([0.0, 0.0, task.config.hover_height])
         return _toward(ee, above, orientation, OPEN)  # placed: release and back off
     if held and not place:
-        return _toward(ee, task.target, orientation, CLOSE)
+        return _toward(ee, task.target + [0.0, 0.0, GRASP_HEIGHT], orientation, CLOSE)
     if held:
         carry_height = task.config.lift_height + CUBE_SIZE / 2
         if np.linalg.norm(cube[:2] - task.target[:2]) > 0.008:

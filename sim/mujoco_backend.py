@@ -21,15 +21,16 @@ from sim.backend import (  # noqa: E402
     closedness_from_width,
     finger_joint_from_closedness,
 )
+from sim.hand import GRASP_FORCE, TOUCH_DISTANCE, holds, width_from_closedness  # noqa: E402
 from sim.scene import scene_xml  # noqa: E402
 
 ARM_JOINTS = tuple(f"robot:panda0_joint{i}" for i in range(1, 8))
 FINGER_JOINTS = ("robot:panda0_finger_joint1", "robot:panda0_finger_joint2")
+FINGER_BODIES = ("panda0_leftfinger", "panda0_rightfinger")
 # The gymnasium_robotics Panda measures joints 6 and 7 from other zeros than Franka's datasheet
 # (and robots.franka); model angle = Franka angle + offset.
 JOINT_OFFSET = np.array([0.0, 0.0, 0.0, 0.0, 0.0, -np.pi / 2, -np.pi / 4])
-# Extra finger travel commanded past the closedness target so a held cube is squeezed.
-SQUEEZE = 0.02
+FINGER_KP = 500.0  # N/m, the finger position servos' gain (gymnasium_robotics' actuator.xml)
 SERVO_STIFFNESS = (2000.0, 2000.0, 2000.0, 2000.0, 300.0, 300.0, 300.0)  # N m / rad
 # Posture the IK null space pulls toward (model angles).
 REST_QPOS = np.array([0.0, -0.3, 0.0, -2.2, 0.0, 1.9, 0.785]) + JOINT_OFFSET
@@ -86,12 +87,29 @@ class MujocoBackend:
             model.actuator_biasprm[index, 1] = -stiffness
         model.dof_damping[self._finger_dadr()] = 20.0
         model.dof_armature[self._finger_dadr()] = 0.1
+        self._setup_grasp_sensing()
         self._renderer: mujoco.Renderer | None = None
         self._camera = model.camera("exterior").id
         _LIVE.add(self)
 
     def _finger_dadr(self) -> np.ndarray:
         return np.array([self.model.joint(n).dofadr[0] for n in FINGER_JOINTS])
+
+    def _setup_grasp_sensing(self) -> None:
+        """Finger servos that can squeeze (set-points below the joint range) and finger-cube gaps
+        up to ``TOUCH_DISTANCE`` listed as contacts (``gap`` keeps them out of the solver)."""
+        model = self.model
+        model.actuator_gainprm[7:9, 0] = FINGER_KP
+        model.actuator_biasprm[7:9, 1] = -FINGER_KP
+        model.actuator_ctrlrange[7:9] = (-0.04, 0.04)
+        self._geom_body = model.geom_bodyid.copy()
+        self._finger_bodies = [model.body(name).id for name in FINGER_BODIES]
+        self._cube_body = model.body("cube").id
+        fingers = np.isin(self._geom_body, self._finger_bodies)
+        model.geom_margin[fingers] = TOUCH_DISTANCE
+        model.geom_gap[fingers] = TOUCH_DISTANCE
+        self._finger_geoms = np.flatnonzero(fingers & (model.geom_contype > 0))
+        self._table_geom = model.geom("table").id
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -124,6 +142,14 @@ class MujocoBackend:
         width = float(self.data.qpos[self._finger_qadr].sum())
         return np.concatenate(
             [self.data.site_xpos[self._tcp], euler, [closedness_from_width(width)]]
+        )
+
+    def fingertip_clearance(self) -> float:
+        """Gap (m) between the fingers' lowest point and the table top (< 0: pressed in)."""
+        fromto = np.zeros(6)
+        return min(
+            mujoco.mj_geomDistance(self.model, self.data, geom, self._table_geom, 1.0, fromto)
+            for geom in self._finger_geoms
         )
 
     def cube_pose(self) -> np.ndarray:
@@ -168,9 +194,20 @@ class MujocoBackend:
             q = np.clip(q + np.clip(step, -0.2, 0.2), self._lower, self._upper)
         return q
 
-    def _finger_command(self, closedness: float) -> float:
-        joint = finger_joint_from_closedness(closedness)
-        return float(np.clip(joint - SQUEEZE * closedness, 0.0, 0.04))
+    def _fingers_touch_cube(self) -> bool:
+        """Both fingers within ``TOUCH_DISTANCE`` of the cube (contacts of the last collision
+        pass)."""
+        pairs = self._geom_body[self.data.contact.geom[: self.data.ncon]]  # [ncon, 2]
+        with_cube = pairs[(pairs == self._cube_body).any(axis=1)]
+        return all(bool((with_cube == body).any()) for body in self._finger_bodies)
+
+    def _finger_ctrl(self, command_width: float) -> np.ndarray:
+        """Finger set-points [2]: the commanded width, or a ``GRASP_FORCE`` squeeze while the
+        hand holds the cube (``sim.hand.holds``)."""
+        measured = self.data.qpos[self._finger_qadr]
+        if holds(command_width, float(measured.sum()), self._fingers_touch_cube()):
+            return measured - GRASP_FORCE / FINGER_KP
+        return np.full(2, command_width / 2.0)
 
     def move_ee(self, target: np.ndarray) -> None:
         """One control step: servo the arm along the joint path to the IK solution of ``target``.
@@ -181,12 +218,17 @@ class MujocoBackend:
         target = np.asarray(target, dtype=np.float64)
         start = self.data.ctrl[:7].copy()
         goal = self.solve_ik(target, self.data.qpos[self._arm_qadr])
-        self.data.ctrl[7:9] = self._finger_command(float(target[6]))
+        command_width = width_from_closedness(float(target[6]))
         ramp = max(1, self.substeps // 2)
         for index in range(self.substeps):
             fraction = min(1.0, (index + 1) / ramp)
             self.data.ctrl[:7] = start + fraction * (goal - start)
-            mujoco.mj_step(self.model, self.data)
+            # Collision first, so the grasp rule sees this instant's finger-cube contacts.
+            mujoco.mj_step1(self.model, self.data)
+            self.data.ctrl[7:9] = self._finger_ctrl(command_width)
+            mujoco.mj_step2(self.model, self.data)
+        # TCP, contacts and camera at the final state, exactly as after restore().
+        mujoco.mj_forward(self.model, self.data)
 
     def place_ee(self, target: np.ndarray) -> float:
         """Teleport the arm to the IK solution of ``target [7]``; returns the position error (m)."""
@@ -194,7 +236,6 @@ class MujocoBackend:
         arm = self.solve_ik(target, self.data.qpos[self._arm_qadr], iterations=200)
         fingers = np.full(2, finger_joint_from_closedness(float(target[6])))
         self._set_joints(self.data, arm, fingers)
-        self.data.ctrl[7:9] = self._finger_command(float(target[6]))
         mujoco.mj_forward(self.model, self.data)
         return float(np.linalg.norm(self.data.site_xpos[self._tcp] - target[:3]))
 

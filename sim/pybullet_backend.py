@@ -24,18 +24,26 @@ from robots.franka import (
     matrix_to_rotvec,
 )
 from sim.backend import CONTROL_DT, CUBE_SIZE, closedness_from_width, finger_joint_from_closedness
+from sim.hand import (
+    GRASP_FORCE,
+    TCP_ABOVE_FINGERTIPS,
+    TOUCH_DISTANCE,
+    holds,
+    width_from_closedness,
+)
 from sim.scene import CAMERA_FOVY, CAMERA_POSITION, CAMERA_TARGET, TABLE_HEIGHT
 
 PANDA_URDF = "franka_panda/panda.urdf"
 ARM_JOINTS = tuple(range(7))  # panda_joint1..7 (Franka's own zeros, unlike the MJCF)
 FINGER_JOINTS = (9, 10)  # panda_finger_joint1/2
 HAND_LINK = 8  # panda_hand: the TCP frame is this frame shifted along its z axis
-# TCP: midway between the fingertip pads = finger base (0.0584) + pad centre (0.045), hand frame.
-TCP_OFFSET = 0.0584 + 0.045
+# Franka's fingers: base 0.0584 m along the hand's z axis, 0.0539 m long (pybullet_data mesh).
+FINGER_BASE = 0.0584
+FINGER_LENGTH = 0.0539
+# TCP: centre of the fingertip pads (sim.hand's point), hand frame: Franka's own 0.1034 m.
+TCP_OFFSET = FINGER_BASE + FINGER_LENGTH - TCP_ABOVE_FINGERTIPS
 ARM_FORCES = np.array([87.0, 87.0, 87.0, 87.0, 12.0, 12.0, 12.0])  # Nm, Franka's torque limits
-FINGER_FORCE = 40.0  # N per finger; enough to hold the 5 cm cube by friction
-# Extra finger travel commanded past the closedness target so a held cube is squeezed.
-SQUEEZE = 0.02
+FINGER_FORCE = 40.0  # N per finger, the position motors' limit while tracking a width
 TIMESTEP = 1.0 / 240.0
 REST_QPOS = np.array(HOME_QPOS)  # posture the IK null space pulls toward
 DEFAULT_CUBE = np.array([0.5, 0.0, CUBE_SIZE / 2])
@@ -103,7 +111,7 @@ class PybulletBackend:
         # The base pose as pybullet reports it (its inertial frame, not the URDF origin).
         self._robot_base = self._client.getBasePositionAndOrientation(self._robot)
         self._couple_fingers()
-        self._build_table()
+        self._table = self._build_table()
         self._cube = self._build_cube()
         # A second, robot-only client for kinematic IK so solving never disturbs the live state.
         self._ik_client = BulletClient(connection_mode=pybullet.DIRECT)
@@ -145,8 +153,9 @@ class PybulletBackend:
         )
         self._client.changeConstraint(gear, gearRatio=-1, erp=0.1, maxForce=50)
 
-    def _build_table(self) -> None:
-        """Table top (top face at z = 0), a visual-only leg block and the floor."""
+    def _build_table(self) -> int:
+        """Table top (top face at z = 0), a visual-only leg block and the floor; returns the
+        table top's body id."""
         client = self._client
         top = client.createCollisionShape(pybullet.GEOM_BOX, halfExtents=[0.65, 0.75, 0.02])
         top_visual = client.createVisualShape(
@@ -163,6 +172,7 @@ class PybulletBackend:
             pybullet.GEOM_BOX, halfExtents=[3.0, 3.0, 0.01], rgbaColor=(0.29, 0.31, 0.33, 1)
         )
         client.createMultiBody(0, -1, floor, basePosition=[0.0, 0.0, -TABLE_HEIGHT - 0.01])
+        return table
 
     def _build_cube(self) -> int:
         client, half = self._client, CUBE_SIZE / 2
@@ -201,7 +211,7 @@ class PybulletBackend:
             client.resetJointState(robot, joint, float(position), 0.0)
 
     def _apply_motors(self) -> None:
-        """Send the stored arm and finger set-points to the position motors."""
+        """Send the stored arm set-points and the finger command to the position motors."""
         self._client.setJointMotorControlArray(
             self._robot,
             ARM_JOINTS,
@@ -209,12 +219,32 @@ class PybulletBackend:
             targetPositions=self._arm_target.tolist(),
             forces=ARM_FORCES.tolist(),
         )
+        self._apply_fingers()
+
+    def _apply_fingers(self) -> None:
+        """Finger motors: track the commanded width, or close with ``GRASP_FORCE`` while the
+        hand holds the cube (``sim.hand.holds``)."""
+        measured = float(self.qpos()[7:].sum())
+        if holds(2.0 * self._finger_target, measured, self._fingers_touch_cube()):
+            target, force = 0.0, GRASP_FORCE
+        else:
+            target, force = self._finger_target, FINGER_FORCE
         self._client.setJointMotorControlArray(
             self._robot,
             FINGER_JOINTS,
             pybullet.POSITION_CONTROL,
-            targetPositions=[self._finger_target] * 2,
-            forces=[FINGER_FORCE] * 2,
+            targetPositions=[target] * 2,
+            forces=[force] * 2,
+        )
+
+    def _fingers_touch_cube(self) -> bool:
+        """Both fingers within ``TOUCH_DISTANCE`` of the cube (a fresh distance query, so the
+        answer depends on the current state only)."""
+        return all(
+            self._client.getClosestPoints(
+                self._robot, self._cube, TOUCH_DISTANCE, linkIndexA=finger
+            )
+            for finger in FINGER_JOINTS
         )
 
     def qpos(self) -> np.ndarray:
@@ -235,6 +265,16 @@ class PybulletBackend:
         euler = matrix_to_euler(torch.from_numpy(rotation)).numpy()
         width = float(self.qpos()[7:].sum())
         return np.concatenate([position, euler, [closedness_from_width(width)]])
+
+    def fingertip_clearance(self) -> float:
+        """Gap (m) between the fingers' lowest point and the table top (< 0: pressed in)."""
+        return min(
+            point[8]
+            for finger in FINGER_JOINTS
+            for point in self._client.getClosestPoints(
+                self._robot, self._table, 1.0, linkIndexA=finger
+            )
+        )
 
     def cube_pose(self) -> np.ndarray:
         """Cube centre pose [7] = [x, y, z, qw, qx, qy, qz]."""
@@ -282,11 +322,6 @@ class PybulletBackend:
             q = np.clip(q + np.clip(step, -0.2, 0.2), self._lower, self._upper)
         return q
 
-    @staticmethod
-    def _finger_command(closedness: float) -> float:
-        joint = finger_joint_from_closedness(closedness)
-        return float(np.clip(joint - SQUEEZE * closedness, 0.0, 0.04))
-
     def move_ee(self, target: np.ndarray) -> None:
         """One control step: drive the arm along the joint path to the IK solution of ``target``.
 
@@ -296,12 +331,14 @@ class PybulletBackend:
         target = _checked("target", target, 7)
         start = self._arm_target.copy()
         goal = self.solve_ik(target, self.qpos()[:7])
-        self._finger_target = self._finger_command(float(target[6]))
+        self._finger_target = width_from_closedness(float(target[6])) / 2.0
         ramp = max(1, self.substeps // 2)
         for index in range(self.substeps):
             if index < ramp:
                 self._arm_target = start + min(1.0, (index + 1) / ramp) * (goal - start)
                 self._apply_motors()
+            else:
+                self._apply_fingers()
             self._client.stepSimulation()
         self._time += self.control_dt
 
@@ -312,7 +349,7 @@ class PybulletBackend:
         fingers = np.full(2, finger_joint_from_closedness(float(target[6])))
         self._set_joints(self._client, self._robot, arm, fingers)
         self._arm_target = arm
-        self._finger_target = self._finger_command(float(target[6]))
+        self._finger_target = float(fingers[0])
         self._apply_motors()
         position, _ = self._tcp_pose(self._client, self._robot)
         return float(np.linalg.norm(position - target[:3]))

@@ -15,14 +15,19 @@ from pathlib import Path
 import numpy as np
 
 from sim.backend import CUBE_SIZE
+from sim.hand import TCP_ABOVE_FINGERTIPS
 
 TABLE_HEIGHT = 0.75  # the floor is this far below the table top
 # Exterior camera, front-left of the robot looking back at the arm and the workspace.
 CAMERA_POSITION = np.array([1.15, -0.78, 0.72])
 CAMERA_TARGET = np.array([0.33, 0.0, 0.28])
 CAMERA_FOVY = 50.0
-# TCP: midway between the fingertip pads, on the hand's axis (link7 frame, metres).
-TCP_OFFSET = 0.1654 + 0.075  # finger base + pad centre (fingertips ~2 cm lower)
+# The kitchen Panda's fingers are 1.75 x Franka's (0.054 m) long: their lowest collision capsule
+# ends 0.0945 m past the finger base, which sits 0.1654 m along link7's z axis.
+FINGER_BASE = 0.1654
+FINGER_LENGTH = 0.0945
+# TCP: centre of the fingertip pads on the hand's axis (link7 frame, metres), sim.hand's point.
+TCP_OFFSET = FINGER_BASE + FINGER_LENGTH - TCP_ABOVE_FINGERTIPS
 
 
 class AssetError(FileNotFoundError):

@@ -17,6 +17,9 @@ from sim.backend import CUBE_SIZE, MAX_FINGER_WIDTH, Backend
 CUBE_REST_Z = CUBE_SIZE / 2.0
 # Closedness with the 5 cm cube between the fingers.
 GRASP_CLOSEDNESS = 1.0 - CUBE_SIZE / MAX_FINGER_WIDTH
+# TCP above the cube centre in a grasp: the fingertips (sim.hand.TCP_ABOVE_FINGERTIPS below the
+# TCP) stay about 2 cm above the table.
+GRASP_HEIGHT = 0.005
 # Where the cube waits when a task does not use it (off the workspace, still on the table).
 PARKED_CUBE = np.array([0.22, 0.50, CUBE_REST_Z])
 TASK_NAMES = ("reach", "push", "grasp", "pick_place")
@@ -69,6 +72,9 @@ class Task:
 
     name = "task"
     uses_cube = True
+    # Step shares of the stages of subgoal_scenes() (one per subgoal, summing to the default
+    # episode_length); planning benchmarks scale them to the episode's length.
+    subgoal_shares: tuple[int, ...] = ()
 
     def __init__(self, config: TaskConfig) -> None:
         self.config = config
@@ -173,6 +179,9 @@ class GraspTask(Task):
     """Grasp the cube and lift it ``lift_height`` above its start."""
 
     name = "grasp"
+    # Above the cube, open around it, closed on it, lifted. A greedy planner needs the open
+    # descent as a stage of its own: aimed straight at a closed grasp, it closes in the air.
+    subgoal_shares = (9, 5, 3, 13)
 
     def _sample_target(self, rng: np.random.Generator) -> np.ndarray:
         return self.cube_start + np.array([0.0, 0.0, self.config.lift_height])
@@ -182,15 +191,22 @@ class GraspTask(Task):
         above = self.cube_start + np.array([0.0, 0.0, self.config.hover_height])
         return Scene(ee=_with(self.home, above, 0.0), cube=self.cube_start.copy())
 
-    def lifted_scene(self, position: np.ndarray) -> Scene:
-        """Cube held between the fingers with the TCP at ``position [3]``."""
-        return Scene(ee=_with(self.home, position, GRASP_CLOSEDNESS), cube=position.copy())
+    def hand_at_cube(self, cube: np.ndarray, closedness: float = GRASP_CLOSEDNESS) -> Scene:
+        """Cube centred at ``cube [3]`` between the fingers (TCP ``GRASP_HEIGHT`` above it),
+        the hand at ``closedness`` (holding it by default, 0 = open around it)."""
+        tcp = cube + np.array([0.0, 0.0, GRASP_HEIGHT])
+        return Scene(ee=_with(self.home, tcp, closedness), cube=np.array(cube, dtype=np.float64))
 
     def goal_scene(self) -> Scene:
-        return self.lifted_scene(self.target)
+        return self.hand_at_cube(self.target)
+
+    def pick_scenes(self) -> list[Scene]:
+        """The pick stages at the cube's start: hand above it, open around it, closed on it."""
+        start = self.cube_start
+        return [self.hover_scene(), self.hand_at_cube(start, 0.0), self.hand_at_cube(start)]
 
     def subgoal_scenes(self) -> list[Scene]:
-        return [self.hover_scene(), self.goal_scene()]
+        return [*self.pick_scenes(), self.goal_scene()]
 
     def distance(self, backend: Backend) -> float:
         return float(np.linalg.norm(self._cube_position(backend) - self.target))
@@ -206,6 +222,8 @@ class PickPlaceTask(GraspTask):
     """Pick the cube up, carry it, and put it down at a sampled spot on the table."""
 
     name = "pick_place"
+    # The pick stages, lifted, down at the target, open there, backed off above it.
+    subgoal_shares = (9, 5, 3, 5, 12, 3, 13)
 
     def _sample_target(self, rng: np.random.Generator) -> np.ndarray:
         return self._sample_table_target(rng)
@@ -217,7 +235,8 @@ class PickPlaceTask(GraspTask):
 
     def subgoal_scenes(self) -> list[Scene]:
         lifted = self.cube_start + np.array([0.0, 0.0, self.config.lift_height])
-        return [self.hover_scene(), self.lifted_scene(lifted), self.goal_scene()]
+        placed = [self.hand_at_cube(self.target), self.hand_at_cube(self.target, 0.0)]
+        return [*self.pick_scenes(), self.hand_at_cube(lifted), *placed, self.goal_scene()]
 
     def success(self, backend: Backend) -> bool:
         return Task.success(self, backend)

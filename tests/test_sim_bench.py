@@ -87,12 +87,24 @@ def test_wilson_interval_matches_the_closed_form():
         wilson_interval(3, 2)
 
 
-def test_pick_place_subgoal_schedule_scales_the_papers_4_10_4():
-    assert bench.goal_schedule("pick_place", 3, 18) == [0] * 4 + [1] * 10 + [2] * 4
-    schedule = bench.goal_schedule("pick_place", 3, 50)
-    assert [schedule.count(stage) for stage in range(3)] == [11, 28, 11]
+def test_subgoal_schedules_follow_the_task_shares_scaled_to_the_length():
+    schedule = bench.goal_schedule("pick_place", 7, 50)
+    assert [schedule.count(stage) for stage in range(7)] == [9, 5, 3, 5, 12, 3, 13]
+    assert bench.goal_schedule("grasp", 4, 30) == [0] * 9 + [1] * 5 + [2] * 3 + [3] * 13
+    assert bench.goal_schedule("grasp", 4, 15) == [0] * 4 + [1] * 3 + [2] * 1 + [3] * 7
     assert bench.goal_schedule("reach", 1, 5) == [0] * 5
-    assert bench.goal_schedule("grasp", 2, 30) == [0] * 15 + [1] * 15  # equal shares
+    assert bench.goal_schedule("grasp", 2, 30) == [0] * 15 + [1] * 15  # no shares: equal
+
+
+def test_state_model_planner_picks_up_the_cube(tmp_path):
+    """The ground-truth-state baseline solves grasp on its subgoal states (fixed schedule)."""
+    out = tmp_path / "grasp"
+    argv = ["--tasks", "grasp", "--planners", "icem", "--models", "state", "--baselines", "none"]
+    argv += ["--episodes", "1", "--image-size", "32", "--device", "cpu", "--out", str(out)]
+    assert bench.main(argv) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["rows"][0]["success_rate"] == 1.0
+    assert results["subgoal_schedules"]["grasp"] == [9, 5, 3, 13]
 
 
 def test_image_model_planner_and_pick_place_videos(tmp_path):

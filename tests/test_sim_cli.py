@@ -13,13 +13,8 @@ from sim.backend import Backend, make_backend
 def test_render_writes_reset_goal_and_subgoal_pngs(tmp_path):
     assert render.main(["--task", "pick_place", "--out", str(tmp_path), "--size", "32"]) == 0
     names = sorted(path.name for path in tmp_path.iterdir())
-    assert names == [
-        "pick_place_goal.png",
-        "pick_place_reset.png",
-        "pick_place_subgoal_0.png",
-        "pick_place_subgoal_1.png",
-        "pick_place_subgoal_2.png",
-    ]
+    subgoals = [f"pick_place_subgoal_{index}.png" for index in range(7)]
+    assert names == ["pick_place_goal.png", "pick_place_reset.png", *subgoals]
     assert imageio.imread(tmp_path / "pick_place_goal.png").shape == (32, 32, 3)
 
 

@@ -8,8 +8,9 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import sim
-from sim.backend import UnknownBackendError
+from sim.backend import BACKENDS, UnknownBackendError
 from sim.env import ActionError
+from sim.tasks import GRASP_CLOSEDNESS
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def test_goal_images_restore_the_state_exactly(env):
     goal = env.unwrapped.goal()
     subgoals = env.unwrapped.subgoals()
     np.testing.assert_array_equal(backend.snapshot(), before)
-    assert goal["image"].shape == (64, 64, 3) and len(subgoals) == 3
+    assert goal["image"].shape == (64, 64, 3) and len(subgoals) == 7
     assert not np.array_equal(goal["image"], subgoals[0]["image"])
     # The goal puts the cube at the target, hand open above it.
     np.testing.assert_allclose(goal["state"][:2], env.unwrapped.task.target[:2], atol=0.003)
@@ -118,3 +119,74 @@ def test_unknown_backend_and_task_are_clear_errors():
         sim.make("reach", backend="bogus")
     with pytest.raises(ValueError, match="pick_place"):
         sim.make("fly", image_size=32)
+
+
+def _gripper_action(delta: float, dz: float = 0.0) -> np.ndarray:
+    return np.array([0.0, 0.0, dz, 0.0, 0.0, 0.0, delta])
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_gripper_state_tracks_the_command_with_nothing_in_hand(backend):
+    environment = sim.make("reach", backend=backend, image_size=16, seed=0)
+    try:
+        observation, _ = environment.reset()
+        for commanded in (0.5, 1.0, 0.2, 0.75, 0.0):
+            delta = commanded - float(observation["state"][6])
+            observation, *_ = environment.step(_gripper_action(delta))
+            assert observation["state"][6] == pytest.approx(commanded, abs=0.02)
+    finally:
+        environment.close()
+
+
+def _cube_and_tcp(environment) -> tuple[np.ndarray, np.ndarray]:
+    backend = environment.unwrapped.backend
+    return backend.cube_pose()[:3], backend.ee_state()
+
+
+@pytest.mark.parametrize("backend", sorted(BACKENDS))
+def test_a_grasped_cube_stays_held_until_a_wider_command(backend):
+    """Closing to the cube's width grasps it; zero gripper actions keep it while lifting, an
+    opening within the 4 mm tolerance too; a wider command drops it."""
+    environment = sim.make("grasp", backend=backend, image_size=16, seed=0)
+    try:
+        environment.reset()
+        task = environment.unwrapped.task
+        environment.unwrapped.backend.place_ee(task.hand_at_cube(task.cube_start, 0.0).ee)
+        environment.step(_gripper_action(GRASP_CLOSEDNESS))
+        for _ in range(3):
+            environment.step(_gripper_action(0.0, dz=0.05))
+        cube, tcp = _cube_and_tcp(environment)
+        assert cube[2] > task.cube_start[2] + 0.12 and np.linalg.norm(cube - tcp[:3]) < 0.02
+        assert tcp[6] == pytest.approx(GRASP_CLOSEDNESS, abs=0.03)  # measured: the cube's width
+        environment.step(_gripper_action(-0.03))  # 2.4 mm wider: still held
+        assert _cube_and_tcp(environment)[0][2] == pytest.approx(cube[2], abs=0.005)
+        environment.step(_gripper_action(-0.2))
+        environment.step(_gripper_action(0.0))
+        assert _cube_and_tcp(environment)[0][2] < task.cube_start[2] + 0.01  # dropped
+    finally:
+        environment.close()
+
+
+def test_snapshot_restore_is_exact_through_a_grasp():
+    environment = sim.make("grasp", image_size=16, seed=1)
+    try:
+        environment.reset()
+        task, backend = environment.unwrapped.task, environment.unwrapped.backend
+        backend.place_ee(task.hand_at_cube(task.cube_start, 0.0).ee)
+        snapshot = backend.snapshot()
+        actions = [_gripper_action(1.0), _gripper_action(0.0, 0.05), _gripper_action(0.0, 0.05)]
+
+        def run() -> np.ndarray:
+            states = []
+            for action in actions:
+                environment.step(action)
+                states.append(np.concatenate([backend.qpos(), backend.cube_pose()]))
+            return np.array(states)
+
+        first = run()
+        assert first[-1, 11] > task.cube_start[2] + 0.05  # lifted: finger-cube contacts
+        backend.restore(snapshot)
+        environment.unwrapped.goal()  # teleports arm and cube, then restores
+        np.testing.assert_array_equal(run(), first)
+    finally:
+        environment.close()

@@ -7,9 +7,10 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import sim
-from sim.backend import Backend
+from sim.backend import Backend, make_backend
 from sim.env import home_qpos
 from sim.experts import expert_action
+from sim.hand import TCP_ABOVE_FINGERTIPS
 from sim.pybullet_backend import PybulletBackend
 from sim.tasks import CUBE_REST_Z
 
@@ -173,3 +174,25 @@ def test_bad_inputs_raise(env):
         backend.move_ee(np.full(7, np.nan))
     with pytest.raises(ValueError, match="cube position"):
         backend.set_cube_pose(np.zeros(2))
+
+
+def test_tcp_is_the_same_point_above_the_fingertips_in_both_backends():
+    """With the hand pointing down, the TCP height at which a fingertip touches the table top is
+    the same in MuJoCo (long gymnasium-robotics fingers) and PyBullet (Franka's fingers)."""
+    touch_heights = {}
+    for name in ("mujoco", "pybullet"):
+        backend = make_backend(name, image_size=16)
+        try:
+            backend.reset(home_qpos())
+            target = backend.ee_state()
+            for height in (0.05, 0.2):
+                target[:3] = (0.5, 0.1, height)
+                backend.place_ee(target)
+                touch = backend.ee_state()[2] - backend.fingertip_clearance()
+                touch_heights.setdefault(name, []).append(touch)
+        finally:
+            backend.close()
+    for name, heights in touch_heights.items():
+        # 1 mm of PyBullet's convex-mesh collision margin is the only slack.
+        assert heights == pytest.approx([TCP_ABOVE_FINGERTIPS] * 2, abs=0.0015), name
+    assert abs(touch_heights["mujoco"][0] - touch_heights["pybullet"][0]) < 0.005

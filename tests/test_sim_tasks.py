@@ -7,7 +7,7 @@ import pytest
 
 import sim
 from sim.experts import expert_action
-from sim.tasks import TASKS, make_task
+from sim.tasks import GRASP_CLOSEDNESS, GRASP_HEIGHT, TASKS, make_task
 
 
 def test_goal_sampling_is_seeded():
@@ -81,3 +81,26 @@ def test_expert_noise_changes_actions():
         assert clean.shape == noisy.shape == (7,) and not np.allclose(clean, noisy)
     finally:
         environment.close()
+
+
+@pytest.mark.parametrize(
+    ("name", "closedness"),
+    [
+        ("grasp", [0.0, 0.0, GRASP_CLOSEDNESS, GRASP_CLOSEDNESS]),
+        ("pick_place", [0.0, 0.0] + [GRASP_CLOSEDNESS] * 3 + [0.0, 0.0]),
+    ],
+)
+def test_subgoal_stages_open_around_the_cube_before_closing(name, closedness):
+    """One step share per subgoal, summing to the episode length; the hand descends open around
+    the cube, then closes on it at the same pose; the last subgoal is the goal."""
+    task = make_task(name)
+    task.sample(np.random.default_rng(0), np.array([0.46, 0.0, 0.37, np.pi, 0.0, 0.0, 0.0]))
+    scenes = task.subgoal_scenes()
+    assert len(task.subgoal_shares) == len(scenes)
+    assert sum(task.subgoal_shares) == task.config.episode_length
+    assert [scene.ee[6] for scene in scenes] == pytest.approx(closedness)
+    grasp_tcp = task.cube_start + np.array([0.0, 0.0, GRASP_HEIGHT])
+    np.testing.assert_allclose(scenes[1].ee[:3], grasp_tcp)
+    np.testing.assert_allclose(scenes[2].ee[:3], grasp_tcp)
+    assert scenes[0].ee[2] > grasp_tcp[2] + 0.1  # hovering above first
+    np.testing.assert_array_equal(scenes[-1].ee, task.goal_scene().ee)
