@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench-planner": ("planner.bench", "per-action planning time and energy for each actor"),
     "collect": ("sim.collect", "record expert and random-walk trajectories for training"),
     "train": ("world_model.train", "train the encoder or the action-conditioned predictor"),
+    "soak": ("sim.soak", "long planning run in sim: resident memory growth and latency drift"),
 }
 
 
