@@ -173,7 +173,7 @@ class DiagnosticsProbe:
 
         def found() -> dict[str, str] | None:
             with self.lock:
-                return next((e for e in self.entries[start:] if e["mode"] == mode), None)
+                return next((e for e in self.entries[start:] if e.get("mode") == mode), None)
 
         assert wait_for(found, timeout_s, poll_s=0.05), f"no {mode!r} diagnostics"
         return found()
@@ -233,7 +233,7 @@ def test_planner_survives_sim_restart(ros_context) -> None:
             assert float(planning["plan_ms"]) > 0
             assert wait_for(lambda: sim.info.get("step", 0) >= 2, LIVENESS_S), sim.info
             with probe.lock:
-                modes = [e["mode"] for e in probe.entries]
+                modes = [e.get("mode") for e in probe.entries]
             assert "error" not in modes
     finally:
         for node in alive:

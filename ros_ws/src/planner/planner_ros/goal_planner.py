@@ -122,6 +122,9 @@ class GoalPlannerNode(Node):
         self._planner = build_planner(
             param("config"), param("checkpoint"), param("device"), overrides
         )
+        # The ground-truth-state model reads the goal's state, not its pixels: the goal image and
+        # the goal state arrive on separate topics, so plan only once both are there.
+        self._needs_goal_state = param("checkpoint") == "state"
         self._safety = SafetyFilter(load_limits(param("robot_limits")))
         self._inputs = InputBuffer()
         self._enabled = bool(param("enabled"))
@@ -264,9 +267,8 @@ class GoalPlannerNode(Node):
             try:
                 self._cycle(self._inputs.snapshot())
             except Exception as error:  # noqa: BLE001 - keep the node alive, report loudly
-                self._mode = "error"
                 self.get_logger().error(f"planning cycle failed: {error!r}")
-                self._publish_diagnostics(DiagnosticStatus.ERROR, repr(error), {})
+                self._report("error", DiagnosticStatus.ERROR, repr(error), {})
             next_tick += 1.0 / self._rate_hz
             now = time.monotonic()
             if next_tick < now:  # overran: start the next cycle now, do not try to catch up
@@ -288,6 +290,9 @@ class GoalPlannerNode(Node):
             return
         if snap.goal_image is None:
             self._report("waiting", DiagnosticStatus.WARN, "no goal image yet", {})
+            return
+        if self._needs_goal_state and snap.goal_state is None:
+            self._report("waiting", DiagnosticStatus.WARN, "no goal state yet (state model)", {})
             return
         if self._mode != "planning" or self._planned_goal != snap.goal_version:
             self._planner.reset()  # warm start is only valid for one goal, uninterrupted
