@@ -85,6 +85,12 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         return tuple(value)
     if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if hint is float and isinstance(value, str):
+        # YAML 1.1 reads exponents without a dot (``lr: 3e-4``) as strings; accept them.
+        try:
+            return float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
     return value
 
 

@@ -38,6 +38,15 @@ def test_unknown_key_is_named() -> None:
         from_dict(Outer, {"inner": {"radiu": 3}})
 
 
+def test_float_fields_accept_exponents_without_a_dot() -> None:
+    # YAML 1.1 (PyYAML) reads "3e-4" as a string; a float field must still get 0.0003.
+    data = apply_overrides({}, ["inner.radius=3e-4"])
+    assert data == {"inner": {"radius": "3e-4"}}
+    assert from_dict(Outer, data).inner.radius == pytest.approx(3e-4)
+    with pytest.raises(ConfigError, match=r"inner.radius.*number.*'wide'"):
+        from_dict(Outer, {"inner": {"radius": "wide"}})
+
+
 def test_overrides_parse_yaml_values_and_reject_bad_syntax() -> None:
     data = apply_overrides({"inner": {"radius": 0.1}}, ["inner.radius=0.2", "seed=3"])
     assert data == {"inner": {"radius": 0.2}, "seed": 3}
