@@ -19,7 +19,7 @@ from planner.actors.base import EvaluationBatch
 from planner.config import PlannerConfig, load_planner_config
 from planner.cost import Cost
 from planner.inputs import PlanInputError, content_key, split_observation
-from planner.protocol import LatentWorldModel, model_device
+from planner.protocol import LatentWorldModel, model_device, same_device
 from robots.franka import ACTION_DIM, SafetyFilter, load_limits
 
 
@@ -91,7 +91,7 @@ class Planner:
         self.device = resolve_device(device)
         if isinstance(world_model, torch.nn.Module):
             world_model = world_model.to(self.device).eval()
-        elif model_device(world_model) != self.device:
+        elif not same_device(model_device(world_model), self.device):
             raise PlanInputError(
                 f"world model computes on {model_device(world_model)}, planner asked for "
                 f"{self.device}"

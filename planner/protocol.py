@@ -38,3 +38,17 @@ def model_device(model: LatentWorldModel) -> torch.device:
         for tensor in (*model.parameters(), *model.buffers()):
             return tensor.device
     return torch.device("cpu")
+
+
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """Whether two devices are the same, with an unset CUDA index meaning the current one
+    (``cuda`` and ``cuda:0`` are the same device on a one-GPU machine)."""
+    if a.type != b.type:
+        return False
+    if a.type != "cuda":
+        return True
+
+    def index(device: torch.device) -> int:
+        return torch.cuda.current_device() if device.index is None else device.index
+
+    return index(a) == index(b)

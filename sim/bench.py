@@ -15,6 +15,7 @@ import dataclasses
 import shlex
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -24,8 +25,9 @@ import torch
 
 import sim
 from planner import Planner, PlannerConfig, load_planner_config
+from planner.batching import RolloutBatcher
 from planner.planner import resolve_device
-from planner.protocol import LatentWorldModel
+from planner.protocol import LatentWorldModel, model_device
 from robots.config import load_config
 from sim import bench_report as report
 from sim.backend import BACKENDS
@@ -62,6 +64,8 @@ class BenchConfig:
         videos: write one video per episode (goal image beside the frames).
         device: "auto", "cpu", "cuda", ...
         verify: check checkpoints' sha256 against their card before loading (--no-verify).
+        batch_episodes: planner episodes of one configuration run in lock-step lanes of this
+            many, their world-model rollouts merged into one call (1: one after another).
     """
 
     tasks: tuple[str, ...] = ("reach",)
@@ -78,6 +82,7 @@ class BenchConfig:
     videos: bool = False
     device: str = "auto"
     verify: bool = True
+    batch_episodes: int = 1
 
 
 @dataclass
@@ -89,6 +94,10 @@ class Method:
     planner: str | None = None
     planner_config: PlannerConfig | None = None
     world_model: Any = field(default=None, repr=False)
+
+
+# What a policy decides for one step: (action [7], planning seconds or None, evaluations or None).
+Decision = tuple[np.ndarray, float | None, int | None]
 
 
 class Policy(Protocol):
@@ -160,6 +169,77 @@ def episode_goals(env, use_subgoals: bool) -> list[dict]:
     return (env.subgoals() if use_subgoals else []) or [env.goal()]
 
 
+class EpisodeRun:
+    """One episode in progress, stepped from outside: ``decide`` asks the policy (thread-safe
+    for a planner: it reads only the stored observation and goal), ``advance`` steps the env
+    (main thread only: the renderer belongs to the thread that made the env).
+
+    Attributes:
+        obs: the latest observation. step_index: control steps taken so far.
+    """
+
+    def __init__(
+        self, env, policy: Policy, seed: int, use_subgoals: bool = False, keep_frames: bool = False
+    ) -> None:
+        """Reset ``env`` and ``policy`` with ``seed`` (see ``run_episode`` for the rest)."""
+        self.started = time.perf_counter()
+        self.env, self.policy, self.seed, self.keep_frames = env, policy, seed, keep_frames
+        self.obs, _ = env.reset(seed=seed)
+        self.start_state = self.obs["state"].tolist()
+        self.goals = episode_goals(env, use_subgoals)
+        self.stages = goal_schedule(env.task.name, len(self.goals), env.episode_length)
+        policy.reset(seed)
+        self.frames, self.goal_frames = [self.obs["image"]], [self.goals[self.stages[0]]["image"]]
+        self.plan_s: list[float] = []
+        self.evaluations: list[int | None] = []
+        self.info: dict[str, Any] = {}
+        self.step_index = 0
+
+    @property
+    def done(self) -> bool:
+        """All control steps taken."""
+        return self.step_index >= len(self.stages)
+
+    @property
+    def goal(self) -> dict:
+        """The (sub)goal observation aimed at in the current step."""
+        return self.goals[self.stages[self.step_index]]
+
+    def decide(self) -> Decision:
+        """The policy's decision for the current step (the env is only read, not stepped)."""
+        return self.policy.act(self.env, self.obs, self.goal)
+
+    def advance(self, decision: Decision) -> None:
+        """Step the env with ``decision``'s action and record the step."""
+        action, seconds, evals = decision
+        goal = self.goal
+        self.obs, _, _, _, self.info = self.env.step(action)
+        if seconds is not None:
+            self.plan_s.append(seconds)
+            self.evaluations.append(evals)
+        if self.keep_frames:
+            self.frames.append(self.obs["image"])
+            self.goal_frames.append(goal["image"])
+        self.step_index += 1
+
+    def record(self) -> dict[str, Any]:
+        """The finished episode's record (see ``run_episode``)."""
+        record = {
+            "seed": self.seed,
+            "success": bool(self.info["success"]),
+            "distance": float(self.info["distance"]),
+            "steps": len(self.stages),
+            "plan_s": self.plan_s,
+            "evaluations": self.evaluations,
+            "start_state": self.start_state,
+            "goal_state": self.goals[-1]["state"].tolist(),
+            "wall_s": time.perf_counter() - self.started,
+        }
+        if self.keep_frames:
+            record.update(frames=self.frames, goal_frames=self.goal_frames)
+        return record
+
+
 def run_episode(
     env, policy: Policy, seed: int, use_subgoals: bool = False, keep_frames: bool = False
 ) -> dict[str, Any]:
@@ -170,37 +250,56 @@ def run_episode(
         baselines), start_state [7], goal_state [7], wall_s; with ``keep_frames`` also
         "frames" and "goal_frames" (uint8 [H, W, 3] each, reset frame first).
     """
-    start = time.perf_counter()
-    obs, _ = env.reset(seed=seed)
-    start_state = obs["state"].tolist()
-    goals = episode_goals(env, use_subgoals)
-    stages = goal_schedule(env.task.name, len(goals), env.episode_length)
-    policy.reset(seed)
-    frames, goal_frames = [obs["image"]], [goals[stages[0]]["image"]]
-    plan_s, evaluations, info = [], [], {}
-    for stage in stages:
-        action, seconds, evals = policy.act(env, obs, goals[stage])
-        obs, _, _, _, info = env.step(action)
-        if seconds is not None:
-            plan_s.append(seconds)
-            evaluations.append(evals)
-        if keep_frames:
-            frames.append(obs["image"])
-            goal_frames.append(goals[stage]["image"])
-    record = {
-        "seed": seed,
-        "success": bool(info["success"]),
-        "distance": float(info["distance"]),
-        "steps": len(stages),
-        "plan_s": plan_s,
-        "evaluations": evaluations,
-        "start_state": start_state,
-        "goal_state": goals[-1]["state"].tolist(),
-        "wall_s": time.perf_counter() - start,
-    }
-    if keep_frames:
-        record.update(frames=frames, goal_frames=goal_frames)
-    return record
+    episode = EpisodeRun(env, policy, seed, use_subgoals, keep_frames)
+    while not episode.done:
+        episode.advance(episode.decide())
+    return episode.record()
+
+
+def decide_in_lanes(
+    episodes: list[EpisodeRun], batcher: RolloutBatcher, pool: ThreadPoolExecutor
+) -> dict[int, Decision]:
+    """Every unfinished lane's decision, planned concurrently (lane i in a pool thread, its
+    rollouts merged with the others' by ``batcher``); raises the first lane's error, if any,
+    once all lanes have returned."""
+    lanes = [index for index, episode in enumerate(episodes) if not episode.done]
+    for index in lanes:  # all lanes active before any starts: none flushes alone
+        batcher.enter(index)
+
+    def decide(index: int) -> Decision:
+        try:
+            return episodes[index].decide()
+        finally:
+            batcher.leave(index)
+
+    futures = {index: pool.submit(decide, index) for index in lanes}
+    wait(futures.values())
+    return {index: future.result() for index, future in futures.items()}
+
+
+def run_lanes(
+    envs: list,
+    policies: list[Policy],
+    seeds: list[int],
+    batcher: RolloutBatcher,
+    pool: ThreadPoolExecutor,
+    use_subgoals: bool = False,
+    keep_frames: bool = False,
+) -> list[dict[str, Any]]:
+    """Episodes ``seeds`` in lock-step lanes (lane i: ``envs[i]``, ``policies[i]``): per control
+    step, plan every lane concurrently, then step every env here, in the calling thread.
+
+    Returns:
+        one ``run_episode`` record per seed, in order (``wall_s`` spans the lanes' shared run).
+    """
+    episodes = [
+        EpisodeRun(env, policy, seed, use_subgoals, keep_frames)
+        for env, policy, seed in zip(envs, policies, seeds, strict=False)  # last group: fewer
+    ]
+    while not all(episode.done for episode in episodes):
+        for index, decision in decide_in_lanes(episodes, batcher, pool).items():
+            episodes[index].advance(decision)
+    return [episode.record() for episode in episodes]
 
 
 def model_label(spec: str) -> str:
@@ -253,6 +352,10 @@ def prepare(config: BenchConfig) -> tuple[list[Method], torch.device]:
         raise BenchError(f"steps must be >= 1, got {config.steps}")
     if config.image_size < 16:
         raise BenchError(f"image_size must be >= 16 pixels, got {config.image_size}")
+    if isinstance(config.batch_episodes, bool) or not isinstance(config.batch_episodes, int):
+        raise BenchError(f"batch_episodes must be an integer, got {config.batch_episodes!r}")
+    if config.batch_episodes < 1:
+        raise BenchError(f"batch_episodes must be >= 1, got {config.batch_episodes}")
     if not config.baselines and not (config.planners and config.models):
         raise BenchError("nothing to run: give planners and models, or baselines")
     if bool(config.planners) != bool(config.models):
@@ -270,39 +373,103 @@ def prepare(config: BenchConfig) -> tuple[list[Method], torch.device]:
     return methods, device
 
 
-def make_policy(method: Method, device: torch.device) -> Policy:
-    """The policy that runs ``method`` (a fresh planner per configuration)."""
+def make_policy(
+    method: Method, device: torch.device, world_model: LatentWorldModel | None = None
+) -> Policy:
+    """The policy that runs ``method`` (a fresh planner per configuration), on ``world_model``
+    when given (a batcher's lane model) instead of ``method.world_model``."""
     if method.planner_config is None:
         return RandomPolicy() if method.label == "random" else ExpertPolicy()
-    planner = Planner(method.planner_config, method.world_model, device)
+    model = method.world_model if world_model is None else world_model
+    planner = Planner(method.planner_config, model, device)
     return PlannerPolicy(planner, goal_state=isinstance(method.world_model, StateWorldModel))
 
 
-def run_configuration(
-    env, task: str, method: Method, config: BenchConfig, device: torch.device, out: Path
+def finish_record(
+    record: dict[str, Any],
+    index: int,
+    task: str,
+    method: Method,
+    config: BenchConfig,
+    out: Path,
+) -> dict[str, Any]:
+    """Label episode ``index``'s record, write its video (``config.videos``), print its line."""
+    seed = record["seed"]
+    record.update(task=task, method=method.label, model=method.model, planner=method.planner)
+    if config.videos:
+        name = f"{task}__{method.label.replace('/', '_')}__seed{seed}{report.video_suffix()}"
+        report.write_video(out / "videos" / name, record.pop("frames"), record.pop("goal_frames"))
+        record["video"] = f"videos/{name}"
+    timing = f" plan {np.median(record['plan_s']):.4f} s/action" if record["plan_s"] else ""
+    print(
+        f"[{task} {method.label}] episode {index + 1}/{config.episodes} seed {seed}: "
+        f"success={int(record['success'])} distance={record['distance']:.4f} m{timing}",
+        flush=True,
+    )
+    return record
+
+
+def run_batched(
+    envs: list, task: str, method: Method, config: BenchConfig, device: torch.device, out: Path
 ) -> list[dict[str, Any]]:
-    """All seeded episodes of one (task, method); prints one progress line per episode."""
+    """A planner method's episodes in groups of ``len(envs)`` lock-step lanes sharing one
+    ``RolloutBatcher`` (one planner per lane, each reset with its episode's seed)."""
+    lanes = len(envs)
+    world_model = method.world_model
+    if isinstance(world_model, torch.nn.Module):
+        world_model = world_model.to(device).eval()
+    batcher = RolloutBatcher(world_model, lanes)
+    # The model's own device ("cuda:0" for "cuda"): what Planner compares a lane model with.
+    lane_device = model_device(world_model)
+    policies = [make_policy(method, lane_device, batcher.lane(i)) for i in range(lanes)]
+    use_subgoals = task in config.subgoals
+    seeds = [config.seed + index for index in range(config.episodes)]
+    records: list[dict[str, Any]] = []
+    with ThreadPoolExecutor(lanes, thread_name_prefix="bench-lane") as pool:
+        for first in range(0, len(seeds), lanes):
+            group = seeds[first : first + lanes]
+            results = run_lanes(
+                envs, policies, group, batcher, pool, use_subgoals, keep_frames=config.videos
+            )
+            for offset, record in enumerate(results):
+                records.append(finish_record(record, first + offset, task, method, config, out))
+    return records
+
+
+def run_configuration(
+    envs: list, task: str, method: Method, config: BenchConfig, device: torch.device, out: Path
+) -> list[dict[str, Any]]:
+    """All seeded episodes of one (task, method); prints one progress line per episode.
+
+    A planner method with more than one env runs batched (``run_batched``, one lane per env);
+    baselines, and everything with one env, run one episode after another on ``envs[0]``.
+    """
+    if method.planner_config is not None and len(envs) > 1:
+        return run_batched(envs, task, method, config, device, out)
     policy = make_policy(method, device)
+    use_subgoals = task in config.subgoals
     records = []
     for index in range(config.episodes):
         seed = config.seed + index
-        use_subgoals = task in config.subgoals
-        record = run_episode(env, policy, seed, use_subgoals, keep_frames=config.videos)
-        record.update(task=task, method=method.label, model=method.model, planner=method.planner)
-        if config.videos:
-            name = f"{task}__{method.label.replace('/', '_')}__seed{seed}{report.video_suffix()}"
-            report.write_video(
-                out / "videos" / name, record.pop("frames"), record.pop("goal_frames")
-            )
-            record["video"] = f"videos/{name}"
-        records.append(record)
-        timing = f" plan {np.median(record['plan_s']):.4f} s/action" if record["plan_s"] else ""
-        print(
-            f"[{task} {method.label}] episode {index + 1}/{config.episodes} seed {seed}: "
-            f"success={int(record['success'])} distance={record['distance']:.4f} m{timing}",
-            flush=True,
-        )
+        record = run_episode(envs[0], policy, seed, use_subgoals, keep_frames=config.videos)
+        records.append(finish_record(record, index, task, method, config, out))
     return records
+
+
+def lane_count(config: BenchConfig) -> int:
+    """Lock-step lanes the planner methods run in (1: sequential)."""
+    return max(1, min(config.batch_episodes, config.episodes))
+
+
+def execution_mode(config: BenchConfig) -> str:
+    """How the episodes ran, for ``results["execution"]``."""
+    lanes = lane_count(config)
+    if lanes == 1 or not config.planners:
+        return "sequential episodes, one env per task"
+    return (
+        f"planner episodes in {lanes} lock-step lanes, merged rollouts (one env per lane); "
+        "baselines sequential"
+    )
 
 
 def run_benchmark(
@@ -311,8 +478,10 @@ def run_benchmark(
     """Run every configuration, write results.json, results.md, success.png and
     planning_time.png into ``out`` (each atomically), print the table; returns the results.
 
-    Episodes run one after another (sequential, one env per task reused: ``reset(seed)`` gives
-    every method the same start and goal).
+    Episodes run one after another (one env per task reused: ``reset(seed)`` gives every
+    method the same start and goal); with ``batch_episodes`` > 1 a planner method's episodes
+    run in lock-step lanes (one env per lane, made here, in the main thread), see
+    ``run_batched``.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -322,21 +491,27 @@ def run_benchmark(
     episodes: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
     overrides = [f"episode_length={config.steps}"] if config.steps else None
+    lanes = lane_count(config) if config.planners else 1
     for task in config.tasks:
-        env = sim.make(task, config.backend, config.image_size, task_overrides=overrides)
+        envs = []
         try:
+            for _ in range(lanes):
+                envs.append(
+                    sim.make(task, config.backend, config.image_size, task_overrides=overrides)
+                )
             for method in methods:
-                records = run_configuration(env, task, method, config, device, out)
+                records = run_configuration(envs, task, method, config, device, out)
                 episodes.extend(records)
                 rows.append(report.summarise(records))
         finally:
-            env.close()
+            for env in envs:
+                env.close()
     results = {
         "command": command,
         "config": dataclasses.asdict(config),
         "device": str(device),
         "torch": torch.__version__,
-        "execution": "sequential episodes, one env per task",
+        "execution": execution_mode(config),
         "subgoal_schedules": {
             task: list(SUBGOAL_SCHEDULES.get(task, ["equal"])) for task in config.subgoals
         },
@@ -369,6 +544,12 @@ def parse_args(argv: list[str]) -> tuple[BenchConfig, Path]:
     parser.add_argument("--videos", action="store_true", default=None)
     parser.add_argument("--device")
     parser.add_argument("--no-verify", action="store_true", help="skip checkpoint sha256 checks")
+    parser.add_argument(
+        "--batch-episodes",
+        type=int,
+        dest="batch_episodes",
+        help="run a planner's episodes in lock-step lanes of N, rollouts merged (default 1)",
+    )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("overrides", nargs="*", help="planner overrides: actor.samples=64 ...")
     args = parser.parse_args(argv)
@@ -377,7 +558,8 @@ def parse_args(argv: list[str]) -> tuple[BenchConfig, Path]:
     for key in ("tasks", "planners", "models", "baselines", "subgoals"):
         if getattr(args, key) is not None:
             given[key] = _names(getattr(args, key))
-    for key in ("episodes", "seed", "backend", "image_size", "steps", "videos", "device"):
+    keys = ("episodes", "seed", "backend", "image_size", "steps", "videos", "device")
+    for key in (*keys, "batch_episodes"):
         if getattr(args, key) is not None:
             given[key] = getattr(args, key)
     if args.no_verify:

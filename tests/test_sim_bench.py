@@ -121,6 +121,38 @@ def test_image_model_planner_and_pick_place_videos(tmp_path):
     assert len(frames) == 4 and frames[0].shape[:2] == (64, 128)  # reset + 3 steps; goal beside
 
 
+def _reach_lines(text: str) -> list[str]:
+    """The progress lines without their timing (everything up to the distance)."""
+    return [line.partition(" m")[0] for line in text.splitlines() if line.startswith("[reach")]
+
+
+def test_batched_episodes_match_the_sequential_run(tmp_path, capsys):
+    """3 episodes in lanes of 2 (one full group, one of 1) give the sequential records."""
+    argv = ["--tasks", "reach", "--planners", "icem", "--models", "state", "--steps", "6"]
+    argv += ["--baselines", "random", "--episodes", "3", "--image-size", "32", "--device", "cpu"]
+    runs, lines = {}, {}
+    for lanes in (1, 2):
+        out = tmp_path / f"lanes{lanes}"
+        flags = ["--batch-episodes", str(lanes), "--out", str(out)]
+        assert bench.main([*argv, *flags, *PLANNER_OVERRIDES]) == 0
+        runs[lanes] = json.loads((out / "results.json").read_text())
+        lines[lanes] = _reach_lines(capsys.readouterr().out)
+    sequential, batched = runs[1], runs[2]
+    assert sequential["execution"] == "sequential episodes, one env per task"
+    assert "2 lock-step lanes, merged rollouts" in batched["execution"]
+    assert batched["config"]["batch_episodes"] == 2
+    assert lines[2] == lines[1] and len(lines[1]) == 6
+    assert [row["method"] for row in batched["rows"]] == ["random", "icem@state"]
+    for one, other in zip(sequential["episodes"], batched["episodes"], strict=True):
+        assert set(other) == set(one)
+        for key in ("method", "seed", "success", "steps", "evaluations", "goal_state"):
+            assert other[key] == one[key], key
+        assert other["distance"] == pytest.approx(one["distance"], abs=1e-5)
+        assert len(other["plan_s"]) == len(one["plan_s"])
+    planner_rows = [row for row in batched["rows"] if row["method"] == "icem@state"]
+    assert planner_rows[0]["distance_mean"] < _row(batched, "random")["distance_mean"]
+
+
 @pytest.mark.parametrize(
     ("flag", "value", "error", "words"),
     [
@@ -129,6 +161,7 @@ def test_image_model_planner_and_pick_place_videos(tmp_path):
         ("--models", "no/such/model.pt", FileNotFoundError, "no/such/model.pt"),
         ("--baselines", "oracle", bench.BenchError, "oracle"),
         ("--episodes", "0", bench.BenchError, "episodes"),
+        ("--batch-episodes", "0", bench.BenchError, "batch_episodes must be >= 1"),
     ],
 )
 def test_bad_requests_raise_and_write_nothing(tmp_path, capsys, flag, value, error, words):
