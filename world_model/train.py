@@ -55,6 +55,7 @@ class DataSection:
     action_source: str = "states"
     chunks_in_memory: int = 4
     num_workers: int = 0
+    gripper_oversample: int = 1
 
 
 @dataclass
@@ -215,6 +216,7 @@ def train(stage: str, config: TrainConfig) -> Path:
         tasks=config.data.tasks,
         action_source=config.data.action_source,
         chunks_in_memory=config.data.chunks_in_memory,
+        gripper_oversample=config.data.gripper_oversample,
         repeat=True,
         start_item=start,
     )

@@ -15,6 +15,7 @@ from world_model.data.format import DatasetError, TrajectoryReader, actions_from
 from world_model.data.lerobot import LeRobotReader, open_reader
 
 ACTION_SOURCES = ("states", "stored")
+GRIPPER_EVENT = 0.05  # a change of gripper closedness between two clip frames that counts as one
 
 
 class TrajectoryDataset(IterableDataset):
@@ -49,6 +50,7 @@ class TrajectoryDataset(IterableDataset):
         chunks_in_memory: int = 4,
         repeat: bool = False,
         start_item: int = 0,
+        gripper_oversample: int = 1,
     ) -> None:
         """Args:
         root: dataset folder (``meta.json`` + chunks, or a LeRobot folder), or an opened
@@ -63,6 +65,12 @@ class TrajectoryDataset(IterableDataset):
             only with frame_stride 1).
         chunks_in_memory: chunk files mixed (and held) at once. repeat: loop over epochs
             forever (training). start_item: items of the stream to skip (resume).
+        gripper_oversample: clips in which the gripper opens or closes (its closedness changes
+            by more than ``GRIPPER_EVENT`` between two consecutive clip frames) are listed this
+            many times per epoch. Such clips are rare (a grasp closes the hand once), and their
+            visual change is small, so a predictor trained on the plain stream learns to
+            ignore the gripper action (``scripts/probe_gripper.py`` measures it). Values > 1
+            read every chunk's states once, at construction.
         """
         super().__init__()
         if clip_len < 1 or frame_stride < 1:
@@ -73,12 +81,18 @@ class TrajectoryDataset(IterableDataset):
             raise ValueError("action_source='stored' needs frame_stride 1 (use 'states')")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} not in [0, {world_size})")
+        if isinstance(gripper_oversample, bool) or not isinstance(gripper_oversample, int):
+            raise ValueError(f"gripper_oversample must be an integer, got {gripper_oversample!r}")
+        if gripper_oversample < 1:
+            raise ValueError(f"gripper_oversample must be >= 1, got {gripper_oversample}")
         self.reader = open_reader(root)
         self.clip_len, self.frame_stride, self.batch_size = clip_len, frame_stride, batch_size
         self.shuffle, self.seed, self.rank, self.world_size = shuffle, seed, rank, world_size
         self.action_source, self.repeat, self.start_item = action_source, repeat, start_item
         self.chunks_in_memory = max(1, chunks_in_memory)
         self.clips = self._index_clips(tasks)
+        if gripper_oversample > 1:
+            self.clips = self._oversample_gripper_events(gripper_oversample)
         if self.items_per_epoch < 1:
             raise DatasetError(
                 f"{root}: {len(self.clips)} clips of {clip_len} frames at stride {frame_stride} "
@@ -100,6 +114,23 @@ class TrajectoryDataset(IterableDataset):
             for start in range(entry["length"] - span + 1):
                 rows.append((chunk, entry["index"], offset, start))
         return np.array(rows, dtype=np.int64).reshape(-1, 4)
+
+    def gripper_events(self) -> np.ndarray:
+        """[M] bool: whether clip m of ``clips`` opens or closes the gripper (see
+        ``gripper_oversample``). Reads every chunk once."""
+        events = np.zeros(len(self.clips), dtype=bool)
+        steps = self.frame_stride * np.arange(self.clip_len)
+        for chunk in np.unique(self.clips[:, 0]):
+            mine = np.flatnonzero(self.clips[:, 0] == chunk)
+            gripper = self.reader.load_chunk(int(chunk))["states"][:, 6]
+            rows = (self.clips[mine, 2] + self.clips[mine, 3])[:, None] + steps  # [m, T]
+            events[mine] = (np.abs(np.diff(gripper[rows], axis=1)) > GRIPPER_EVENT).any(axis=1)
+        return events
+
+    def _oversample_gripper_events(self, factor: int) -> np.ndarray:
+        """``clips`` with every gripper-event clip listed ``factor`` times (dataset order)."""
+        repeats = np.where(self.gripper_events(), factor, 1)
+        return np.repeat(self.clips, repeats, axis=0)
 
     @property
     def clips_per_rank(self) -> int:
