@@ -1,7 +1,9 @@
 """CUDA out-of-memory fallback of ``Problem.evaluate``: when the world model cannot score all
 sequences at once, they are scored in halving chunks, a warning names the chunk size once, the
-size is kept for later calls, and the energies equal the unchunked ones. Runs on CPU by fault
-injection around a real model (``torch.cuda.OutOfMemoryError`` exists in CPU builds)."""
+size is kept for later calls, and the energies equal the unchunked ones; with autograd on the
+gradients too, and gradient MPC (one backward per chunk) also survives an OOM in the backward.
+Runs on CPU by fault injection around a real model (``torch.cuda.OutOfMemoryError`` exists in
+CPU builds)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,9 @@ import torch
 
 import world_model
 from planner import Cost, Planner
-from planner.actors.base import EvaluationBatch, OutOfMemoryWarning, Problem
+from planner.actors.base import ActionSpace, EvaluationBatch, OutOfMemoryWarning, Problem
+from planner.actors.gd import gradient_refine
+from planner.config import ActionBounds
 from world_model.state_model import StateWorldModel
 
 START = np.array([0.5, 0.0, 0.3, np.pi, 0.0, 0.0, 0.0], np.float32)
@@ -134,3 +138,95 @@ def test_the_planner_falls_back_warns_once_and_plans_the_same(preset):
         np.testing.assert_allclose(got.actions, expected.actions, rtol=1e-5, atol=1e-6)
         assert got.energy == pytest.approx(expected.energy, rel=1e-5, abs=1e-6)
         assert got.evaluations == expected.evaluations
+
+
+class OutOfMemoryInBackwardAbove(OutOfMemoryAbove):
+    """A real world model whose rollout fits but whose backward raises CUDA OOM for batches
+    larger than ``limit`` (a backward needs more memory than its forward)."""
+
+    def rollout(self, z0: torch.Tensor, s0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        batch = max(z0.shape[0], s0.shape[0], actions.shape[0])
+        self.batches.append(batch)
+        return FailingBackward.apply(self.model.rollout(z0, s0, actions), batch > self.limit)
+
+
+class FailingBackward(torch.autograd.Function):
+    """Identity whose backward raises CUDA OOM when ``fail``."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, fail: bool) -> torch.Tensor:
+        ctx.fail = fail
+        return tensor.view_as(tensor)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        if ctx.fail:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory in backward (injected)")
+        return grad, None
+
+
+def actions_grad(problem: Problem, start: torch.Tensor) -> torch.Tensor:
+    """d sum(energies) / d actions through ``Problem.evaluate`` (autograd on)."""
+    actions = start.clone().requires_grad_(True)
+    with torch.enable_grad():
+        problem.evaluate(actions).sum().backward()
+    return actions.grad
+
+
+def test_chunked_score_keeps_the_graph_of_every_chunk(tiny):
+    """``EvaluationBatch.score`` with autograd on (the ViT world model): the concatenated
+    chunks' energies are differentiable and give the unchunked gradient."""
+    start = 0.05 * torch.randn(5, 2, 7, generator=torch.Generator().manual_seed(2))
+    reference = actions_grad(make_problem(tiny), start)
+    faulty = OutOfMemoryAbove(tiny, limit=2)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        chunked = actions_grad(make_problem(faulty), start)
+    assert len(oom_warnings(caught)) == 1 and faulty.batches == [5, 2, 2, 1]  # 5 -> 2
+    assert reference.abs().max() > 1e-3  # a real gradient, not zeros
+    torch.testing.assert_close(chunked, reference, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("wrapper", [OutOfMemoryAbove, OutOfMemoryInBackwardAbove])
+def test_evaluate_with_grad_chunks_forward_and_backward(tiny, wrapper):
+    """One forward + backward per chunk: same energies and gradient as ``evaluate`` unchunked,
+    an OOM raised in the backward falls back too, and ``evaluations`` counts each sequence
+    once."""
+    start = 0.05 * torch.randn(6, 2, 7, generator=torch.Generator().manual_seed(3))
+    expected_grad = actions_grad(make_problem(tiny), start)
+    with torch.no_grad():
+        expected_energy = make_problem(tiny).evaluate(start)
+    faulty = wrapper(tiny, limit=3)
+    problem = make_problem(faulty)
+    actions = start.clone().requires_grad_(True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        energy, grad = problem.evaluate_with_grad(actions)
+    assert oom_warnings(caught) == [
+        "world model ran out of GPU memory scoring 6 sequences at once; "
+        "scoring them in chunks of 3 from now on (slower)"
+    ]
+    assert problem.batch.limit == 3 and faulty.batches == [6, 3, 3]
+    assert actions.grad is None and not energy.requires_grad  # returned, not accumulated
+    torch.testing.assert_close(energy, expected_energy, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-6)
+    assert problem.evaluations == 6 * 2 and len(problem.trace) == 1
+
+
+@pytest.mark.parametrize("wrapper", [OutOfMemoryAbove, OutOfMemoryInBackwardAbove])
+def test_gradient_mpc_plans_through_out_of_memory(tiny, wrapper):
+    """``gradient_refine`` (gd, cem+gd) on the ViT world model: an OOM above 2 sequences, in
+    the forward or the backward, gives the plan of the unlimited model, with one warning."""
+    space = ActionSpace(ActionBounds())
+    start = space.uniform((4, 2), torch.Generator().manual_seed(4))
+    reference = gradient_refine(make_problem(tiny), space, start, steps=3, learning_rate=0.01)
+    faulty = wrapper(tiny, limit=2)
+    problem = make_problem(faulty)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        best, energy = gradient_refine(problem, space, start, steps=3, learning_rate=0.01)
+    assert len(oom_warnings(caught)) == 1 and problem.batch.limit == 2
+    assert not torch.equal(best, space.project(start)[0])  # Adam moved the plan
+    torch.testing.assert_close(best, reference[0], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(energy, reference[1], rtol=1e-5, atol=1e-6)
+    assert problem.evaluations == 4 * 2 * 4  # 3 steps + the final score, once per sequence

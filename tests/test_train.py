@@ -16,7 +16,7 @@ import torch
 import world_model
 from world_model.data import TrajectoryWriter
 from world_model.train import load_train_config, main, train
-from world_model.train_loop import Checkpointer, lr_at
+from world_model.train_loop import Checkpointer, MetricsLog, lr_at
 from world_model.train_predictor import predictor_losses
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,6 +124,36 @@ def test_predictor_losses_rollout_consumes_predictions() -> None:
     assert model.predictor.predictor_embed.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="rollout_steps"):
         predictor_losses(model.predictor, latents, actions, states, rollout_steps=4)
+
+
+def write_metrics(path: Path, steps: range) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["step", "loss", "lr", "seconds"])
+        writer.writerows([step, 1.0 / step, 1e-4, 0.1 * step] for step in steps)
+
+
+def test_metrics_log_resume_truncates_and_removes_stale_temp_files(tmp_path, monkeypatch) -> None:
+    write_metrics(tmp_path / "metrics.csv", range(1, 9))
+    (tmp_path / ".metrics.k2x_9q7a.tmp").write_text("step,loss\n1,")  # a killed rewrite's
+    (tmp_path / ".other.tmp").write_text("not ours")  # not MetricsLog's pattern: kept
+    log = MetricsLog(tmp_path, ("loss",), resume_step=5)
+    log.write(6, {"loss": 0.5, "lr": 1e-4, "seconds": 0.6})
+    log.close()
+    files = {p.name for p in tmp_path.iterdir() if p.is_file()}
+    assert files == {"metrics.csv", ".other.tmp"}
+    assert sorted(read_losses(tmp_path)) == [1, 2, 3, 4, 5, 6]
+    assert read_losses(tmp_path)[6] == 0.5
+
+    def killed_rename(src, dst) -> None:
+        raise OSError("disk full (injected)")
+
+    monkeypatch.setattr("world_model.train_loop.os.replace", killed_rename)
+    with pytest.raises(OSError, match="injected"):
+        MetricsLog(tmp_path, ("loss",), resume_step=2)
+    files = {p.name for p in tmp_path.iterdir() if p.is_file()}
+    assert files == {"metrics.csv", ".other.tmp"}  # failed rewrite: no temp file left
+    assert sorted(read_losses(tmp_path)) == [1, 2, 3, 4, 5, 6]  # and the old file intact
 
 
 def test_lr_schedule_shape() -> None:

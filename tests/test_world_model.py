@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 import world_model
 from robots.franka import integrate_pose
 from world_model import ImageError, InputShapeError, WorldModel, WorldModelConfig
-from world_model.encoder import layer_norm_latents, preprocess_images
+from world_model.encoder import as_image_batch, layer_norm_latents, preprocess_images
 
 DATA = Path(__file__).parent / "data"
 TINY_PT = DATA / "vjepa2_ac_tiny.pt"
@@ -175,6 +176,26 @@ def test_preprocessing_crops_and_normalises() -> None:
     white = (1.0 - torch.tensor([0.485, 0.456, 0.406])) / torch.tensor([0.229, 0.224, 0.225])
     assert torch.allclose(pixels[0, :, 16, 16], white, atol=1e-5)
     assert torch.allclose(pixels.amin(dim=(0, 2, 3)), white, atol=1e-5)
+
+
+def test_read_only_images_encode_without_warning_or_needless_copy() -> None:
+    """ROS messages, ``np.frombuffer`` and memory maps give read-only arrays: torch warns on
+    ``from_numpy`` of those, so they are copied; writable ones are used in place."""
+    model = world_model.build("tiny", seed=0)
+    rng = np.random.default_rng(0)
+    writable = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    from_buffer = np.frombuffer(writable.tobytes(), dtype=np.uint8).reshape(writable.shape)
+    flagged = writable.copy()
+    flagged.flags.writeable = False
+    assert not from_buffer.flags.writeable
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("error")
+        expected = model.encode(writable)
+        for image in (from_buffer, flagged):
+            torch.testing.assert_close(model.encode(image), expected, rtol=0, atol=0)
+    assert caught == []
+    assert np.shares_memory(as_image_batch(writable).numpy(), writable)  # no copy when writable
+    assert not flagged.flags.writeable  # the caller's array is left as it was
 
 
 @pytest.mark.parametrize(

@@ -25,12 +25,16 @@ def as_image_batch(images: np.ndarray | torch.Tensor) -> torch.Tensor:
         images: uint8 RGB, [H, W, 3] or [B, H, W, 3], numpy or torch.
 
     Returns:
-        uint8 tensor [B, H, W, 3] (shares memory with the input where possible).
+        uint8 tensor [B, H, W, 3] (shares memory with the input where possible: a numpy
+        array is copied only when it is not C-contiguous or not writable).
     """
     if isinstance(images, np.ndarray):
         if images.dtype != np.uint8:
             raise ImageError(f"images must be uint8 RGB (0..255), got numpy dtype {images.dtype}")
-        images = torch.from_numpy(np.ascontiguousarray(images))
+        images = np.ascontiguousarray(images)
+        if not images.flags.writeable:  # torch would warn; nothing here writes to it anyway
+            images = images.copy()  # (read-only: ROS messages, np.frombuffer, memory maps)
+        images = torch.from_numpy(images)
     elif not isinstance(images, torch.Tensor):
         raise ImageError(f"images must be a numpy array or torch tensor, got {type(images)}")
     if images.dtype != torch.uint8:

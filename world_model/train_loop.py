@@ -20,6 +20,8 @@ from torch import nn
 CHECKPOINT_RE = re.compile(r"step-(\d+)\.pt$")
 # What ``atomic_save`` leaves behind when the process dies mid-write: ``.step-XXXXXXXX.pt.*.tmp``.
 PARTIAL_CHECKPOINT_RE = re.compile(r"^\.step-\d+\.pt\..*\.tmp$")
+# What a ``MetricsLog`` rewrite leaves behind when the process dies mid-write.
+PARTIAL_METRICS_RE = re.compile(r"^\.metrics\.\w+\.tmp$")
 
 
 @dataclass
@@ -202,14 +204,41 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
+def write_text_atomically(path: Path, text: str, prefix: str) -> None:
+    """Write ``text`` to a temp file ``<prefix>XXXXXXXX.tmp`` beside ``path``, then rename it
+    onto ``path``: readers see the old or the new file, never a part. The temp file is
+    removed if writing fails (a process killed outside Python can still leave one)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def remove_partial_metrics(folder: Path) -> list[Path]:
+    """Delete the ``.metrics.*.tmp`` files of ``MetricsLog`` rewrites that were killed
+    mid-write (only names matching ``PARTIAL_METRICS_RE``); returns what was removed."""
+    if not folder.is_dir():
+        return []
+    partial = [p for p in folder.iterdir() if PARTIAL_METRICS_RE.match(p.name) and p.is_file()]
+    for path in partial:
+        path.unlink(missing_ok=True)
+    return partial
+
+
 class MetricsLog:
     """Rows of ``step, <metrics>, lr, seconds`` in ``out/metrics.csv`` (+ TensorBoard events
     in ``out/tensorboard`` when tensorboard is installed). On resume, rows after the resumed
-    step are dropped so the file reads as one run."""
+    step are dropped so the file reads as one run; that rewrite is atomic, and the temp files
+    of a rewrite killed mid-write are removed when the next ``MetricsLog`` opens the folder."""
 
     def __init__(self, out_dir: Path, names: tuple[str, ...], resume_step: int) -> None:
         self.path = Path(out_dir) / "metrics.csv"
         self.columns = ["step", *names, "lr", "seconds"]
+        remove_partial_metrics(self.path.parent)
         rows = []
         if resume_step > 0 and self.path.is_file():
             with open(self.path, newline="", encoding="utf-8") as handle:
@@ -218,10 +247,7 @@ class MetricsLog:
         writer = csv.DictWriter(buffer, self.columns)
         writer.writeheader()
         writer.writerows(rows)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".metrics.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(buffer.getvalue())
-        os.replace(tmp, self.path)
+        write_text_atomically(self.path, buffer.getvalue(), prefix=".metrics.")
         self.tensorboard = None
         try:
             from torch.utils.tensorboard import SummaryWriter

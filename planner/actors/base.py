@@ -49,15 +49,46 @@ class EvaluationBatch:
     def score(
         self, score: Callable[[torch.Tensor], torch.Tensor], actions: torch.Tensor
     ) -> torch.Tensor:
-        """Energies [S] of ``actions`` [S, H, 7] by ``score``, chunked along S when needed."""
+        """Energies [S] of ``actions`` [S, H, 7] by ``score``, chunked along S when needed.
+
+        With autograd on, the result keeps the graph of every chunk (``torch.cat`` is
+        differentiable), so its gradient equals the unchunked one; but all chunks' graphs then
+        live until the caller's backward: to bound that memory too, use ``map`` with a
+        function that does its own backward per chunk (``Problem.evaluate_with_grad``).
+        """
+        return self._chunked(lambda part: (score(part),), actions)[0]
+
+    def map(
+        self,
+        function: Callable[[torch.Tensor], tuple[torch.Tensor, ...]],
+        actions: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        """``function`` of ``actions`` [S, H, 7], chunked along S when needed.
+
+        Args:
+            function: actions [s, H, 7] -> tensors, each [s, ...] (row i from sequence i).
+            actions: [S, H, 7].
+
+        Returns:
+            the tensors of ``function``, each [S, ...]: over chunks, concatenated along dim 0.
+        """
+        return self._chunked(function, actions)
+
+    def _chunked(
+        self,
+        function: Callable[[torch.Tensor], tuple[torch.Tensor, ...]],
+        actions: torch.Tensor,
+    ) -> tuple[torch.Tensor, ...]:
+        """``map``; the warning points at the actor (actor -> Problem -> score/map -> here)."""
         samples = actions.shape[0]
         size = samples if self.limit is None else max(1, min(self.limit, samples))
         while True:
             try:
                 if size >= samples:
-                    energy = score(actions)
+                    outputs = function(actions)
                 else:
-                    energy = torch.cat([score(part) for part in actions.split(size)])
+                    parts = [function(part) for part in actions.split(size)]
+                    outputs = tuple(torch.cat(column) for column in zip(*parts, strict=True))
             except torch.cuda.OutOfMemoryError:
                 if size == 1:
                     raise
@@ -72,17 +103,18 @@ class EvaluationBatch:
                 f"world model ran out of GPU memory scoring {samples} sequences at once; "
                 f"scoring them in chunks of {size} from now on (slower)",
                 OutOfMemoryWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
-        return energy
+        return outputs
 
 
 @dataclass
 class Problem:
     """One planning problem: reach ``goal_latent`` from (``latent``, ``state``).
 
-    ``evaluate`` is the only way actors score sequences, so ``evaluations`` (predictor frame
-    evaluations: sequences x horizon steps per rollout) and ``trace`` are complete.
+    ``evaluate`` (and ``evaluate_with_grad`` for gradient MPC) are the only ways actors score
+    sequences, so ``evaluations`` (predictor frame evaluations: sequences x horizon steps per
+    rollout) and ``trace`` are complete.
 
     Attributes:
         world_model, cost: what scores a sequence.
@@ -110,18 +142,49 @@ class Problem:
         """
         samples, horizon = actions.shape[:2]
         energy = self.batch.score(self._score, actions)
-        energy = torch.where(torch.isnan(energy), torch.inf, energy)
         self.evaluations += samples * horizon
         self.trace.append((self.evaluations, energy.detach().min()))
         return energy
 
+    def evaluate_with_grad(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Energies and their gradient, one forward + backward per chunk.
+
+        The same energies as ``evaluate`` and the gradient that ``evaluate(actions).sum()``
+        would give, but when the batch is chunked after a CUDA out-of-memory error each
+        chunk's graph is freed before the next chunk runs, and an out-of-memory error in the
+        backward is caught too (with ``evaluate`` the graphs of all chunks live until the
+        caller's backward, so chunking would barely lower the peak memory of gradient MPC).
+
+        Args:
+            actions: [S, H, 7] (detached here: the gradient is returned, not accumulated).
+
+        Returns:
+            (energies [S] detached, gradient [S, H, 7] of their sum w.r.t. ``actions``).
+        """
+        samples, horizon = actions.shape[:2]
+        energy, grad = self.batch.map(self._score_and_grad, actions.detach())
+        self.evaluations += samples * horizon
+        self.trace.append((self.evaluations, energy.min()))
+        return energy, grad
+
+    def _score_and_grad(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(energies [S] detached, d sum(energies) / d actions [S, H, 7]) in one call."""
+        with torch.enable_grad():
+            leaf = actions.detach().requires_grad_(True)
+            energy = self._score(leaf)
+            (grad,) = torch.autograd.grad(energy.sum(), leaf, allow_unused=True)
+        if grad is None:  # the energy does not depend on the actions
+            grad = torch.zeros_like(leaf)
+        return energy.detach(), grad
+
     def _score(self, actions: torch.Tensor) -> torch.Tensor:
-        """Energies [S] of actions [S, H, 7] in one world-model call."""
+        """Energies [S] of actions [S, H, 7] in one world-model call; NaN becomes +inf."""
         samples = actions.shape[0]
         latent = self.latent.expand(samples, -1, -1)
         state = self.state.expand(samples, -1)
         predicted = self.world_model.rollout(latent, state, actions)
-        return self.cost(predicted, self.goal_latent, actions, self.state)
+        energy = self.cost(predicted, self.goal_latent, actions, self.state)
+        return torch.where(torch.isnan(energy), torch.inf, energy)
 
 
 def project_l1_ball(vectors: torch.Tensor, radius: float) -> torch.Tensor:

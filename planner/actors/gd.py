@@ -21,7 +21,8 @@ def gradient_refine(
     decay it would circle the minimum of the (non-smooth, L1) energy at ``learning_rate``.
 
     Args:
-        problem: what to score (each step costs R x H predictor evaluations + a backward).
+        problem: what to score (each step costs R x H predictor evaluations + a backward,
+            through ``Problem.evaluate_with_grad``: chunked after a CUDA out-of-memory error).
         space: bounds to project onto after each step.
         start: [R, H, 7] starting sequences.
         steps: Adam steps. learning_rate: Adam step size.
@@ -35,13 +36,11 @@ def gradient_refine(
     best_actions = actions.detach()[0]
     best_energy = torch.tensor(float("inf"), device=actions.device)
     for _ in range(steps):
-        with torch.enable_grad():
-            energy = problem.evaluate(actions)  # [R]
-            optimizer.zero_grad(set_to_none=True)
-            energy.sum().backward()  # restarts are independent: one backward for all
-        best_actions, best_energy = keep_best(
-            best_actions, best_energy, actions.detach(), energy.detach()
-        )
+        # Restarts are independent: the gradient of the summed energy is each one's gradient
+        # (a backward per chunk of restarts when a CUDA out-of-memory error forced chunks).
+        energy, grad = problem.evaluate_with_grad(actions)  # [R], [R, H, 7]
+        actions.grad = grad
+        best_actions, best_energy = keep_best(best_actions, best_energy, actions.detach(), energy)
         optimizer.step()
         schedule.step()
         with torch.no_grad():
