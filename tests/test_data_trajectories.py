@@ -1,8 +1,10 @@
 """Trajectory format: writer/reader round trip, strided clips with re-derived actions, resumable
-and shardable streams, atomic chunk writes and clear errors on broken files; block masks."""
+and shardable streams, atomic chunk writes, per-chunk sha256 checks and clear errors on broken
+files; block masks."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -164,6 +166,9 @@ def test_truncated_corrupt_or_missing_chunk_is_named(dataset) -> None:
     with pytest.raises(DatasetError, match="chunk-000001.npz.*truncated"):
         TrajectoryReader(root).episode(2)
     chunk.write_bytes(b"\0" * len(data))
+    with pytest.raises(DatasetError, match="chunk-000001.npz: corrupt chunk"):
+        list(TrajectoryDataset(root, clip_len=2, shuffle=False))
+    drop_hashes(root)  # without a recorded hash the same bytes fail when parsed
     with pytest.raises(DatasetError, match="chunk-000001.npz: unreadable"):
         list(TrajectoryDataset(root, clip_len=2, shuffle=False))
     chunk.unlink()
@@ -171,6 +176,95 @@ def test_truncated_corrupt_or_missing_chunk_is_named(dataset) -> None:
         TrajectoryReader(root).episode(3)
     with pytest.raises(DatasetNotFoundError, match="meta.json"):
         TrajectoryReader(root / "nowhere")
+
+
+def drop_hashes(root: Path) -> dict:
+    """Rewrite meta.json as datasets written before chunk hashes were (no ``sha256`` keys)."""
+    meta = json.loads((root / "meta.json").read_text())
+    for chunk in meta["chunks"]:
+        del chunk["sha256"]
+    (root / "meta.json").write_text(json.dumps(meta))
+    return meta
+
+
+# Byte 10 of a zip is the first member's modification time: zip and numpy never check it.
+HEADER_TIME, MIDDLE = 10, -1  # MIDDLE: a pixel of the frames (caught by zip's CRC-32 too)
+
+
+def flip_byte(root: Path, where: int, chunk: int = 1) -> None:
+    """Flip one byte of a chunk file in place (same size); ``MIDDLE`` = its middle byte."""
+    path = root / "chunks" / f"chunk-{chunk:06d}.npz"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 if where == MIDDLE else where] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def test_chunk_sha256_is_written(dataset) -> None:
+    root, _ = dataset
+    chunks = json.loads((root / "meta.json").read_text())["chunks"]
+    assert len(chunks) == 3
+    for chunk in chunks:
+        assert chunk["sha256"] == hashlib.sha256((root / chunk["file"]).read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("where", [HEADER_TIME, MIDDLE])
+def test_flipped_byte_is_a_corrupt_chunk_error(dataset, where: int) -> None:
+    root, _ = dataset
+    recorded = json.loads((root / "meta.json").read_text())["chunks"][1]["sha256"]
+    flip_byte(root, where)
+    actual = hashlib.sha256((root / "chunks" / "chunk-000001.npz").read_bytes()).hexdigest()
+    reader = TrajectoryReader(root)
+    np.testing.assert_array_equal(reader.episode(0).frames, dataset[1][0][0])  # chunk 0 is fine
+    with pytest.raises(DatasetError, match="chunk-000001.npz: corrupt chunk") as info:
+        reader.episode(2)
+    assert f"expected {recorded[:16]}" in str(info.value)
+    assert f"actual {actual[:16]}" in str(info.value)
+    with pytest.raises(DatasetError, match="chunk-000001.npz: corrupt chunk"):
+        list(TrajectoryDataset(root, clip_len=2, shuffle=False))
+
+
+def test_dataset_without_hashes_loads_unverified(dataset) -> None:
+    root, episodes = dataset
+    drop_hashes(root)
+    reader = TrajectoryReader(root)
+    for index, (frames, states) in enumerate(episodes):
+        np.testing.assert_array_equal(reader.episode(index).frames, frames)
+        np.testing.assert_array_equal(reader.episode(index).states, states)
+    flip_byte(root, HEADER_TIME)  # an old index has no hash to compare with: not noticed
+    np.testing.assert_array_equal(TrajectoryReader(root).episode(2).frames, episodes[2][0])
+
+
+def test_append_keeps_chunk_hashes(dataset) -> None:
+    root, episodes = dataset
+    before = json.loads((root / "meta.json").read_text())["chunks"]
+    frames, states = random_episode(np.random.default_rng(4), 5)
+    with TrajectoryWriter(root, control_dt=0.25) as writer:
+        writer.add_episode(frames, states, task="task2")
+    after = json.loads((root / "meta.json").read_text())["chunks"]
+    assert after[:3] == before and len(after) == 4
+    assert after[3]["sha256"] == hashlib.sha256((root / after[3]["file"]).read_bytes()).hexdigest()
+    # Appending to a dataset written before hashes: old chunks stay unhashed, new ones get one.
+    drop_hashes(root)
+    with TrajectoryWriter(root, control_dt=0.25) as writer:
+        writer.add_episode(frames, states, task="task2")
+    chunks = json.loads((root / "meta.json").read_text())["chunks"]
+    assert ["sha256" in chunk for chunk in chunks] == [False] * 4 + [True]
+    reader = TrajectoryReader(root)
+    assert len(reader) == len(episodes) + 2
+    np.testing.assert_array_equal(reader.episode(len(episodes) + 1).frames, frames)
+
+
+@pytest.mark.parametrize("value", ["abc", "A" * 64, 7, None])
+def test_malformed_sha256_in_meta_is_named(dataset, value) -> None:
+    root, _ = dataset
+    meta = json.loads((root / "meta.json").read_text())
+    meta["chunks"][0]["sha256"] = value
+    (root / "meta.json").write_text(json.dumps(meta))
+    if value is None:  # null = no hash recorded, like an old dataset
+        assert len(TrajectoryReader(root).load_chunk(0)["lengths"]) == 2
+        return
+    with pytest.raises(DatasetError, match=r"meta.json: chunks\[0\].sha256 must be 64"):
+        TrajectoryReader(root)
 
 
 def test_bad_episodes_rejected(tmp_path: Path) -> None:

@@ -1,11 +1,15 @@
 """Trajectory datasets on disk (format in ``docs/data_format.md``): ``TrajectoryWriter`` appends
 episodes in chunked ``.npz`` files, written atomically; ``TrajectoryReader`` reads them and
-``TrajectoryDataset`` streams batches of clips of T frames at a frame stride."""
+``TrajectoryDataset`` streams batches of clips of T frames at a frame stride. Each chunk's
+sha256 is recorded in the index and checked when the chunk is loaded."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +28,8 @@ META_FILE = "meta.json"
 CHUNK_DIR = "chunks"
 ACTION_NAMES = tuple(f"d{name}" for name in STATE_NAMES)
 CHUNK_KEYS = ("frames", "states", "actions", "lengths", "episode_index", "tasks", "success")
+HASH_KEY = "sha256"  # optional per chunk in meta.json: datasets written before it lack it
+HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -38,19 +44,51 @@ class Episode:
     success: bool
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    """Call ``write(handle)`` on a temp file beside ``path``, fsync, then rename onto it."""
+def _atomic_write_bytes(path: Path, write) -> str:
+    """Call ``write(handle)`` on a temp file beside ``path``, fsync, then rename onto it.
+
+    Returns:
+        the hex sha256 of the file as written (read back from the temp file before the rename,
+        so the hash is of exactly the bytes that become ``path``).
+    """
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with os.fdopen(fd, "w+b") as handle:
             write(handle)
             handle.flush()
             os.fsync(handle.fileno())
+            handle.seek(0)
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+    return digest
+
+
+class _ChunkBytes(io.BytesIO):
+    """A chunk file's bytes in memory (read once: hashed, then parsed from here) whose ``str``
+    is the file's path, so ``checks.read_chunk``'s errors still name the file."""
+
+    def __init__(self, data: bytes, path: Path) -> None:
+        super().__init__(data)
+        self.path = path
+        self.name = str(path)
+
+    def __str__(self) -> str:
+        return str(self.path)
+
+
+def _check_hashes(chunks: list[dict[str, Any]], path: Path) -> None:
+    """Each chunk's optional ``sha256`` is 64 lowercase hex digits."""
+    for chunk_id, chunk in enumerate(chunks):
+        value = chunk.get(HASH_KEY)
+        if value is not None and not (isinstance(value, str) and HASH_PATTERN.fullmatch(value)):
+            raise DatasetError(
+                f"{path}: chunks[{chunk_id}].{HASH_KEY} must be 64 lowercase hex digits, "
+                f"got {value!r:.80}"
+            )
 
 
 def actions_from_states(states: torch.Tensor) -> torch.Tensor:
@@ -81,6 +119,7 @@ def read_meta(root: str | Path) -> dict[str, Any]:
             f"version={meta.get('version')!r})"
         )
     check_meta(meta, path)
+    _check_hashes(meta["chunks"], path)
     return meta
 
 
@@ -220,10 +259,15 @@ class TrajectoryWriter:
             "success": np.array([e.success for e in episodes], dtype=np.bool_),
         }
         save = np.savez_compressed if self.compress else np.savez
-        _atomic_write_bytes(self.root / name, lambda handle: save(handle, **arrays))
+        digest = _atomic_write_bytes(self.root / name, lambda handle: save(handle, **arrays))
         meta = json.loads(json.dumps(self.meta))  # the new index is built on a copy
         meta["chunks"].append(
-            {"file": name, "bytes": (self.root / name).stat().st_size, "episodes": len(episodes)}
+            {
+                "file": name,
+                "bytes": (self.root / name).stat().st_size,
+                "episodes": len(episodes),
+                HASH_KEY: digest,
+            }
         )
         for offset, episode in enumerate(episodes):
             meta["episodes"].append(
@@ -255,9 +299,23 @@ class TrajectoryWriter:
             self.close()
 
 
+def _verify_hash(path: Path, data: bytes, expected: str | None) -> None:
+    """Raise DatasetError naming ``path`` when ``data``'s sha256 is not ``expected`` (None: the
+    index predates chunk hashes, nothing to check)."""
+    if expected is None:
+        return
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise DatasetError(
+            f"{path}: corrupt chunk (sha256 mismatch: expected {expected[:16]}... from "
+            f"{META_FILE}, actual {actual[:16]}...; the file's bytes changed on disk)"
+        )
+
+
 class TrajectoryReader:
     """Random access to a dataset's episodes, one chunk file held in memory at a time. The
-    index is checked when the reader opens, each chunk when it is loaded (``checks.py``)."""
+    index is checked when the reader opens, each chunk when it is loaded: its size and sha256
+    against the index, then its arrays (``checks.py``)."""
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
@@ -272,8 +330,10 @@ class TrajectoryReader:
         return len(self.episodes)
 
     def load_chunk(self, chunk_id: int) -> dict[str, np.ndarray]:
-        """All arrays of chunk ``chunk_id``, checked against the index (dtypes and shapes before
-        the data is read, then lengths, episode ids, tasks and finite states/actions)."""
+        """All arrays of chunk ``chunk_id``, checked against the index: byte size, sha256 (when
+        the index has one; datasets written before hashes were recorded are not verified), then
+        dtypes and shapes before the arrays are parsed, then lengths, episode ids, tasks and
+        finite states/actions. The file is read once; its bytes are hashed and parsed."""
         if self._cached is not None and self._cached[0] == chunk_id:
             return self._cached[1]
         if not 0 <= chunk_id < len(self.meta["chunks"]):
@@ -288,8 +348,18 @@ class TrajectoryReader:
                 f"{path}: {size} bytes on disk but {entry['bytes']} in {META_FILE} "
                 f"(truncated or overwritten chunk)"
             )
+        try:
+            data = path.read_bytes()
+        except OSError as error:
+            raise DatasetError(f"{path}: unreadable chunk ({error})") from None
+        if len(data) != entry["bytes"]:
+            raise DatasetError(
+                f"{path}: {len(data)} bytes read but {entry['bytes']} in {META_FILE} "
+                f"(chunk changed while being read)"
+            )
+        _verify_hash(path, data, entry.get(HASH_KEY))
         entries = self._chunk_entries[chunk_id]
-        arrays = read_chunk(path, chunk_layout(entries, self.meta["image_size"]))
+        arrays = read_chunk(_ChunkBytes(data, path), chunk_layout(entries, self.meta["image_size"]))
         check_chunk_values(path, entries, arrays)
         self._cached = (chunk_id, arrays)
         return arrays
