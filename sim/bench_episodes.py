@@ -1,0 +1,324 @@
+"""Episode running for ``jepa-mpc bench`` (``sim.bench``): the policies (random, scripted
+expert, MPC planner), the (sub)goal schedule, one episode at a time (``run_episode``) and a
+planner's episodes in batched lock-step lanes (``run_batched``), their world-model rollouts
+merged into one call by ``planner.batching.RolloutBatcher``.
+
+``sim.bench`` holds the config, CLI, model loading and the benchmark loop, and re-exports the
+public names of this module.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import torch
+
+from planner import Planner
+from planner.batching import RolloutBatcher
+from planner.protocol import LatentWorldModel, model_device
+from sim import bench_report as report
+from sim.experts import expert_action
+from sim.tasks import TASKS
+from world_model.state_model import StateWorldModel
+
+if TYPE_CHECKING:
+    from sim.bench import BenchConfig, Method
+
+# Subgoal schedules: each task's step shares of its subgoal stages (sim.tasks), scaled to the
+# episode length. A task without shares for its subgoals splits the steps evenly.
+SUBGOAL_SCHEDULES: dict[str, tuple[int, ...]] = {
+    name: task.subgoal_shares for name, task in TASKS.items() if task.subgoal_shares
+}
+
+
+# What a policy decides for one step: (action [7], planning seconds or None, evaluations or None).
+Decision = tuple[np.ndarray, float | None, int | None]
+
+
+class Policy(Protocol):
+    def reset(self, seed: int) -> None: ...
+
+    def act(self, env, obs: dict, goal: dict) -> tuple[np.ndarray, float | None, int | None]:
+        """(action [7], planning seconds or None, predictor evaluations or None)."""
+        ...
+
+
+class RandomPolicy:
+    """Uniform actions within the env's per-step limits, seeded per episode."""
+
+    def reset(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+
+    def act(self, env, obs, goal):
+        space = env.action_space
+        return self.rng.uniform(space.low, space.high).astype(np.float32), None, None
+
+
+class ExpertPolicy:
+    """The scripted expert (privileged simulator state): the upper bound."""
+
+    def reset(self, seed: int) -> None:
+        pass
+
+    def act(self, env, obs, goal):
+        return expert_action(env), None, None
+
+
+class PlannerPolicy:
+    """MPC through ``Planner.plan``: sees the camera image and end-effector state, and the goal
+    image (plus the goal state only when the model is the ground-truth-state model)."""
+
+    def __init__(self, planner: Planner, goal_state: bool) -> None:
+        self.planner = planner
+        self.goal_state = goal_state
+
+    def reset(self, seed: int) -> None:
+        self.planner.reset(seed)
+
+    def act(self, env, obs, goal):
+        target = {"image": goal["image"]}
+        if self.goal_state:
+            target["state"] = goal["state"]
+        plan = self.planner.plan({"image": obs["image"], "state": obs["state"]}, target)
+        return plan.action, plan.timings["total"], plan.evaluations
+
+
+def goal_schedule(task: str, goals: int, steps: int) -> list[int]:
+    """Index of the (sub)goal the planner aims at, for each control step ``[steps]``.
+
+    Stage boundaries sit at the cumulative fractions of the task's ``SUBGOAL_SCHEDULES`` entry
+    when it has ``goals`` stages (pick_place, 50 steps: 9, 5, 3, 5, 12, 3 and 13 steps), else of
+    equal shares; one goal is aimed at throughout. The schedule depends on the step count only,
+    never on the scene (no early switching on success).
+    """
+    weights = SUBGOAL_SCHEDULES.get(task, ())
+    if len(weights) != goals:
+        weights = (1,) * goals
+    bounds = np.round(np.cumsum(weights)[:-1] / sum(weights) * steps).astype(int)
+    return [int(np.searchsorted(bounds, step, side="right")) for step in range(steps)]
+
+
+def episode_goals(env, use_subgoals: bool) -> list[dict]:
+    """The goal observations of the current episode: its subgoals (when asked for and the task
+    has some; the last is the goal), else the goal alone."""
+    return (env.subgoals() if use_subgoals else []) or [env.goal()]
+
+
+class EpisodeRun:
+    """One episode in progress, stepped from outside: ``decide`` asks the policy (thread-safe
+    for a planner: it reads only the stored observation and goal), ``advance`` steps the env
+    (main thread only: the renderer belongs to the thread that made the env).
+
+    Attributes:
+        obs: the latest observation. step_index: control steps taken so far.
+    """
+
+    def __init__(
+        self, env, policy: Policy, seed: int, use_subgoals: bool = False, keep_frames: bool = False
+    ) -> None:
+        """Reset ``env`` and ``policy`` with ``seed`` (see ``run_episode`` for the rest)."""
+        self.started = time.perf_counter()
+        self.env, self.policy, self.seed, self.keep_frames = env, policy, seed, keep_frames
+        self.obs, _ = env.reset(seed=seed)
+        self.start_state = self.obs["state"].tolist()
+        self.goals = episode_goals(env, use_subgoals)
+        self.stages = goal_schedule(env.task.name, len(self.goals), env.episode_length)
+        policy.reset(seed)
+        self.frames, self.goal_frames = [self.obs["image"]], [self.goals[self.stages[0]]["image"]]
+        self.plan_s: list[float] = []
+        self.evaluations: list[int | None] = []
+        self.info: dict[str, Any] = {}
+        self.step_index = 0
+
+    @property
+    def done(self) -> bool:
+        """All control steps taken."""
+        return self.step_index >= len(self.stages)
+
+    @property
+    def goal(self) -> dict:
+        """The (sub)goal observation aimed at in the current step."""
+        return self.goals[self.stages[self.step_index]]
+
+    def decide(self) -> Decision:
+        """The policy's decision for the current step (the env is only read, not stepped)."""
+        return self.policy.act(self.env, self.obs, self.goal)
+
+    def advance(self, decision: Decision) -> None:
+        """Step the env with ``decision``'s action and record the step."""
+        action, seconds, evals = decision
+        goal = self.goal
+        self.obs, _, _, _, self.info = self.env.step(action)
+        if seconds is not None:
+            self.plan_s.append(seconds)
+            self.evaluations.append(evals)
+        if self.keep_frames:
+            self.frames.append(self.obs["image"])
+            self.goal_frames.append(goal["image"])
+        self.step_index += 1
+
+    def record(self) -> dict[str, Any]:
+        """The finished episode's record (see ``run_episode``)."""
+        record = {
+            "seed": self.seed,
+            "success": bool(self.info["success"]),
+            "distance": float(self.info["distance"]),
+            "steps": len(self.stages),
+            "plan_s": self.plan_s,
+            "evaluations": self.evaluations,
+            "start_state": self.start_state,
+            "goal_state": self.goals[-1]["state"].tolist(),
+            "wall_s": time.perf_counter() - self.started,
+        }
+        if self.keep_frames:
+            record.update(frames=self.frames, goal_frames=self.goal_frames)
+        return record
+
+
+def run_episode(
+    env, policy: Policy, seed: int, use_subgoals: bool = False, keep_frames: bool = False
+) -> dict[str, Any]:
+    """One episode of exactly ``env.episode_length`` steps; success from the last step's info.
+
+    Returns:
+        seed, success, distance, steps, plan_s [steps] and evaluations [steps] (empty for
+        baselines), start_state [7], goal_state [7], wall_s; with ``keep_frames`` also
+        "frames" and "goal_frames" (uint8 [H, W, 3] each, reset frame first).
+    """
+    episode = EpisodeRun(env, policy, seed, use_subgoals, keep_frames)
+    while not episode.done:
+        episode.advance(episode.decide())
+    return episode.record()
+
+
+def decide_in_lanes(
+    episodes: list[EpisodeRun], batcher: RolloutBatcher, pool: ThreadPoolExecutor
+) -> dict[int, Decision]:
+    """Every unfinished lane's decision, planned concurrently (lane i in a pool thread, its
+    rollouts merged with the others' by ``batcher``); raises the first lane's error, if any,
+    once all lanes have returned."""
+    lanes = [index for index, episode in enumerate(episodes) if not episode.done]
+    for index in lanes:  # all lanes active before any starts: none flushes alone
+        batcher.enter(index)
+
+    def decide(index: int) -> Decision:
+        try:
+            return episodes[index].decide()
+        finally:
+            batcher.leave(index)
+
+    futures = {index: pool.submit(decide, index) for index in lanes}
+    wait(futures.values())
+    return {index: future.result() for index, future in futures.items()}
+
+
+def run_lanes(
+    envs: list,
+    policies: list[Policy],
+    seeds: list[int],
+    batcher: RolloutBatcher,
+    pool: ThreadPoolExecutor,
+    use_subgoals: bool = False,
+    keep_frames: bool = False,
+) -> list[dict[str, Any]]:
+    """Episodes ``seeds`` in lock-step lanes (lane i: ``envs[i]``, ``policies[i]``): per control
+    step, plan every lane concurrently, then step every env here, in the calling thread.
+
+    Returns:
+        one ``run_episode`` record per seed, in order (``wall_s`` spans the lanes' shared run).
+    """
+    episodes = [
+        EpisodeRun(env, policy, seed, use_subgoals, keep_frames)
+        for env, policy, seed in zip(envs, policies, seeds, strict=False)  # last group: fewer
+    ]
+    while not all(episode.done for episode in episodes):
+        for index, decision in decide_in_lanes(episodes, batcher, pool).items():
+            episodes[index].advance(decision)
+    return [episode.record() for episode in episodes]
+
+
+def make_policy(
+    method: Method, device: torch.device, world_model: LatentWorldModel | None = None
+) -> Policy:
+    """The policy that runs ``method`` (a fresh planner per configuration), on ``world_model``
+    when given (a batcher's lane model) instead of ``method.world_model``."""
+    if method.planner_config is None:
+        return RandomPolicy() if method.label == "random" else ExpertPolicy()
+    model = method.world_model if world_model is None else world_model
+    planner = Planner(method.planner_config, model, device)
+    return PlannerPolicy(planner, goal_state=isinstance(method.world_model, StateWorldModel))
+
+
+def finish_record(
+    record: dict[str, Any],
+    index: int,
+    task: str,
+    method: Method,
+    config: BenchConfig,
+    out: Path,
+) -> dict[str, Any]:
+    """Label episode ``index``'s record, write its video (``config.videos``), print its line."""
+    seed = record["seed"]
+    record.update(task=task, method=method.label, model=method.model, planner=method.planner)
+    if config.videos:
+        name = f"{task}__{method.label.replace('/', '_')}__seed{seed}{report.video_suffix()}"
+        report.write_video(out / "videos" / name, record.pop("frames"), record.pop("goal_frames"))
+        record["video"] = f"videos/{name}"
+    timing = f" plan {np.median(record['plan_s']):.4f} s/action" if record["plan_s"] else ""
+    print(
+        f"[{task} {method.label}] episode {index + 1}/{config.episodes} seed {seed}: "
+        f"success={int(record['success'])} distance={record['distance']:.4f} m{timing}",
+        flush=True,
+    )
+    return record
+
+
+def run_batched(
+    envs: list, task: str, method: Method, config: BenchConfig, device: torch.device, out: Path
+) -> list[dict[str, Any]]:
+    """A planner method's episodes in groups of ``len(envs)`` lock-step lanes sharing one
+    ``RolloutBatcher`` (one planner per lane, each reset with its episode's seed)."""
+    lanes = len(envs)
+    world_model = method.world_model
+    if isinstance(world_model, torch.nn.Module):
+        world_model = world_model.to(device).eval()
+    batcher = RolloutBatcher(world_model, lanes)
+    # The model's own device ("cuda:0" for "cuda"): what Planner compares a lane model with.
+    lane_device = model_device(world_model)
+    policies = [make_policy(method, lane_device, batcher.lane(i)) for i in range(lanes)]
+    use_subgoals = task in config.subgoals
+    seeds = [config.seed + index for index in range(config.episodes)]
+    records: list[dict[str, Any]] = []
+    with ThreadPoolExecutor(lanes, thread_name_prefix="bench-lane") as pool:
+        for first in range(0, len(seeds), lanes):
+            group = seeds[first : first + lanes]
+            results = run_lanes(
+                envs, policies, group, batcher, pool, use_subgoals, keep_frames=config.videos
+            )
+            for offset, record in enumerate(results):
+                records.append(finish_record(record, first + offset, task, method, config, out))
+    return records
+
+
+def run_configuration(
+    envs: list, task: str, method: Method, config: BenchConfig, device: torch.device, out: Path
+) -> list[dict[str, Any]]:
+    """All seeded episodes of one (task, method); prints one progress line per episode.
+
+    A planner method with more than one env runs batched (``run_batched``, one lane per env);
+    baselines, and everything with one env, run one episode after another on ``envs[0]``.
+    """
+    if method.planner_config is not None and len(envs) > 1:
+        return run_batched(envs, task, method, config, device, out)
+    policy = make_policy(method, device)
+    use_subgoals = task in config.subgoals
+    records = []
+    for index in range(config.episodes):
+        seed = config.seed + index
+        record = run_episode(envs[0], policy, seed, use_subgoals, keep_frames=config.videos)
+        records.append(finish_record(record, index, task, method, config, out))
+    return records
