@@ -7,7 +7,8 @@ For ``--scenes`` seeded grasp scenes (hand open around the cube at its start), i
 - predictor: from the open scene, one rollout step with the gripper action that closes the hand
   on the cube (``sim.tasks.GRASP_CLOSEDNESS``) and with no action. ``captured`` is the share of
   the open->closed energy the prediction removes: ``1 - E(pred, closed) / E(open, closed)``
-  (1 = predicts the closed image exactly, 0 = predicts no change, < 0 = moves away from it).
+  (1 = predicts the closed image exactly, 0 = predicts no change, < 0 = moves away from it);
+  ``captured_move`` is the same share for a 1 cm move along x (the hand-motion reference).
 
 A planner can only choose to close the hand at the right time if ``captured`` is clearly above 0.
 Prints a table and, with ``--out``, writes JSON.
@@ -52,15 +53,17 @@ def probe_scene(env, model, seed: int) -> dict[str, float]:
     z_closed = encode(task.hand_at_cube(task.cube_start))
     z_nudged = encode(Scene(ee=open_scene.ee + NUDGE, cube=open_scene.cube))
     state = torch.tensor(open_scene.ee, dtype=torch.float32)[None]
-    actions = torch.zeros(2, 1, 7)
+    actions = torch.zeros(3, 1, 7)  # close, hold, move 1 cm
     actions[0, 0, 6] = GRASP_CLOSEDNESS
-    predicted = model.rollout(z_open[None].expand(2, -1, -1), state.expand(2, -1), actions)
-    open_closed = energy(z_open, z_closed)
+    actions[2, 0] = torch.from_numpy(NUDGE)
+    predicted = model.rollout(z_open[None].expand(3, -1, -1), state.expand(3, -1), actions)
+    open_closed, moved = energy(z_open, z_closed), energy(z_open, z_nudged)
     return {
         "encoder_open_closed": open_closed,
-        "encoder_1cm": energy(z_open, z_nudged),
+        "encoder_1cm": moved,
         "captured_close": 1.0 - energy(predicted[0, -1], z_closed) / open_closed,
         "captured_hold": 1.0 - energy(predicted[1, -1], z_closed) / open_closed,
+        "captured_move": 1.0 - energy(predicted[2, -1], z_nudged) / moved,
     }
 
 
@@ -92,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"| gripper / 1 cm | {ratio:.2f} |")
     print(f"| predictor: closure captured (close action) | {summary['captured_close']:+.3f} |")
     print(f"| predictor: closure captured (no action) | {summary['captured_hold']:+.3f} |")
+    print(f"| predictor: 1 cm move captured (move action) | {summary['captured_move']:+.3f} |")
     if args.out:
         report = {"model": args.model, "image_size": size, "rows": rows, **summary}
         write_json(Path(args.out), report)

@@ -29,6 +29,7 @@ def test_a_copy_predictor_captures_none_of_the_closure() -> None:
     assert row["encoder_open_closed"] > 0 and row["encoder_1cm"] > 0
     assert row["captured_close"] == pytest.approx(0.0, abs=1e-6)
     assert row["captured_hold"] == pytest.approx(0.0, abs=1e-6)
+    assert row["captured_move"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_cli_writes_json_and_rejects_no_scenes(tmp_path: Path, capsys) -> None:
