@@ -190,3 +190,24 @@ def test_snapshot_restore_is_exact_through_a_grasp():
         np.testing.assert_array_equal(run(), first)
     finally:
         environment.close()
+
+
+def test_the_workspace_box_is_reachable_with_the_hand_down():
+    # Every corner (and the centre) of the safety filter's box: MuJoCo IK places the TCP there.
+    import itertools
+
+    from robots.franka import load_limits
+
+    box = load_limits().workspace
+    env = sim.make("reach", image_size=32)
+    try:
+        env.reset(seed=0)
+        down = env.task.home[3:6]
+        corners = list(itertools.product(*zip(box.lower, box.upper, strict=True)))
+        centre = tuple((lo + hi) / 2 for lo, hi in zip(box.lower, box.upper, strict=True))
+        for point in [*corners, centre]:
+            env.reset(seed=0)
+            error = env.backend.place_ee(np.r_[point, down, 0.0])
+            assert error < 0.01, f"{point}: TCP {error * 100:.1f} cm away"
+    finally:
+        env.close()

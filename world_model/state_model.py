@@ -29,7 +29,7 @@ from robots.franka import GRIPPER, POS, ROT, STATE_DIM, euler_to_matrix, rollout
 from world_model.errors import InputShapeError
 
 FEATURE_DIM = 13  # 3 position + 9 rotation-matrix entries + 1 gripper
-WORKSPACE_CENTRE = (0.525, 0.0, 0.305)  # centre of robots.franka.Workspace, metres
+WORKSPACE_CENTRE = (0.525, 0.0, 0.305)  # reference point over the table (metres); fixed
 
 
 class StateWorldModel(nn.Module):
