@@ -107,9 +107,9 @@ def test_cost_default_is_the_paper_energy_and_terms_are_opt_in():
     start = torch.tensor([[0.5, 0.0, 0.3, 0.0, 0.0, 0.0, 0.0]])
     paper = (predicted[:, -1] - goal).abs().mean(dim=(1, 2))
     assert torch.allclose(Cost()(predicted, goal, actions, start), paper)
-    actions[:, :, 2] = 0.5  # climbs 1 m over two steps: leaves the 0.6 m ceiling by 0.7 m
+    actions[:, :, 2] = 0.5  # climbs 1 m over two steps: 0.35 m then 0.85 m over the 0.45 m ceiling
     cost = Cost(CostConfig(goal_weight=0.0, action_weight=1.0, workspace_weight=1.0))
-    expected = 0.5 + (0.2 + 0.7)  # L1 action size + metres outside the box, summed
+    expected = 0.5 + (0.35 + 0.85)  # L1 action size + metres outside the box, summed
     assert torch.allclose(cost(predicted, goal, actions, start), torch.full((4,), expected))
 
 
