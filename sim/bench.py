@@ -121,7 +121,7 @@ class BenchConfig:
     image_size: int = 256
     steps: int | None = None
     overrides: tuple[str, ...] = ()
-    subgoals: tuple[str, ...] = ("grasp", "pick_place")
+    subgoals: tuple[str, ...] = ("push", "grasp", "pick_place")
     videos: bool = False
     device: str = "auto"
     verify: bool = True
@@ -294,7 +294,9 @@ def parse_args(argv: list[str]) -> tuple[BenchConfig, Path]:
     parser.add_argument("--backend")
     parser.add_argument("--image-size", type=int, dest="image_size")
     parser.add_argument("--steps", type=int, help="control steps (default: task length)")
-    parser.add_argument("--subgoals", help="tasks planned on subgoals (default grasp,pick_place)")
+    parser.add_argument(
+        "--subgoals", help="tasks planned on subgoals (default push,grasp,pick_place)"
+    )
     parser.add_argument("--videos", action="store_true", default=None)
     parser.add_argument("--device")
     parser.add_argument("--no-verify", action="store_true", help="skip checkpoint sha256 checks")

@@ -157,6 +157,11 @@ class PushTask(Task):
     """Push the cube along the table to a sampled spot (gripper closed, cube never lifted)."""
 
     name = "push"
+    # Above the spot behind the cube, down there, then along the line to the target (the cube
+    # ahead of the hand): a straight move between the last two subgoals is the push.
+    subgoal_shares = (10, 6, 24)
+    PUSH_HEIGHT = 0.03  # TCP height while pushing (m)
+    APPROACH_HEIGHT = 0.08  # extra height of the approach above the pushing spot (m)
 
     def _sample_target(self, rng: np.random.Generator) -> np.ndarray:
         return self._sample_table_target(rng)
@@ -166,10 +171,24 @@ class PushTask(Task):
         delta = self.target[:2] - self.cube_start[:2]
         return delta / max(float(np.linalg.norm(delta)), 1e-9)
 
+    def hand_behind(self, cube: np.ndarray, height: float = PUSH_HEIGHT) -> np.ndarray:
+        """TCP position ``[3]`` just behind ``cube [3]`` on the push line, at ``height``."""
+        behind = cube[:2] - self.push_direction() * (CUBE_SIZE / 2 + 0.035)
+        return np.array([*behind, height])
+
     def goal_scene(self) -> Scene:
         # The hand rests just behind the pushed cube, as at the end of the push.
-        behind = self.target[:2] - self.push_direction() * (CUBE_SIZE / 2 + 0.035)
-        return Scene(ee=_with(self.home, np.array([*behind, 0.03]), 1.0), cube=self.target.copy())
+        hand = _with(self.home, self.hand_behind(self.target), 1.0)
+        return Scene(ee=hand, cube=self.target.copy())
+
+    def subgoal_scenes(self) -> list[Scene]:
+        start = self.cube_start.copy()
+        above = self.hand_behind(start, self.PUSH_HEIGHT + self.APPROACH_HEIGHT)
+        return [
+            Scene(ee=_with(self.home, above, 1.0), cube=start),
+            Scene(ee=_with(self.home, self.hand_behind(start), 1.0), cube=start.copy()),
+            self.goal_scene(),
+        ]
 
     def distance(self, backend: Backend) -> float:
         return float(np.linalg.norm(self._cube_position(backend)[:2] - self.target[:2]))

@@ -83,6 +83,27 @@ def test_expert_noise_changes_actions():
         environment.close()
 
 
+def test_push_subgoals_approach_from_behind_then_push_along_the_line():
+    task = make_task("push")
+    task.sample(np.random.default_rng(3), np.array([0.46, 0.0, 0.37, np.pi, 0.0, 0.0, 0.0]))
+    above, down, goal = task.subgoal_scenes()
+    assert len(task.subgoal_shares) == 3
+    assert sum(task.subgoal_shares) == task.config.episode_length
+    assert [scene.ee[6] for scene in (above, down, goal)] == [1.0, 1.0, 1.0]  # pushes closed
+    np.testing.assert_allclose(above.ee[:2], down.ee[:2])
+    assert above.ee[2] > down.ee[2] + 0.05
+    np.testing.assert_array_equal(goal.ee, task.goal_scene().ee)
+    # The cube waits at its start until the last stage; the pushing spot is behind it: on the
+    # line start -> target, on the far side from the target.
+    np.testing.assert_array_equal(down.cube, task.cube_start)
+    direction = task.push_direction()
+    behind = task.cube_start[:2] - down.ee[:2]
+    assert float(behind @ direction) > 0.05
+    assert abs(float(behind @ np.array([-direction[1], direction[0]]))) < 1e-9
+    moved = goal.ee[:2] - down.ee[:2]  # the push itself runs along the same line
+    assert abs(float(moved @ np.array([-direction[1], direction[0]]))) < 1e-9
+
+
 @pytest.mark.parametrize(
     ("name", "closedness"),
     [
