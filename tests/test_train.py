@@ -194,3 +194,20 @@ def test_torchrun_ddp_two_processes(data_dir, tmp_path) -> None:
     assert "x2" in result.stdout and result.stdout.count("wrote") == 1
     assert sorted(read_losses(out)) == [1, 2]
     world_model.load(out / "model")
+
+
+def test_loss_plot_is_written_whole_or_not_at_all(tmp_path: Path, monkeypatch) -> None:
+    from world_model.train_loop import plot_losses
+
+    csv_path = tmp_path / "metrics.csv"
+    csv_path.write_text("step,loss\n1,0.5\n2,0.25\n", encoding="utf-8")
+    png = plot_losses(csv_path, tmp_path / "loss.png", ("loss",))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    def refuse(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OSError, match="disk full"):
+        plot_losses(csv_path, tmp_path / "loss.png", ("loss",))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.png", "metrics.csv"]

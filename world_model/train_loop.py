@@ -290,8 +290,13 @@ def plot_losses(csv_path: Path, png_path: Path, names: tuple[str, ...]) -> Path:
     axes.grid(alpha=0.3)
     figure.tight_layout()
     fd, tmp = tempfile.mkstemp(dir=png_path.parent, prefix=".loss.", suffix=".png")
-    with os.fdopen(fd, "wb") as handle:
-        figure.savefig(handle, format="png", dpi=100)
-    plt.close(figure)
-    os.replace(tmp, png_path)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            figure.savefig(handle, format="png", dpi=100)
+        os.replace(tmp, png_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(figure)
     return png_path
