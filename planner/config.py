@@ -3,6 +3,7 @@ actions are searched, and which terms the energy has."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +43,9 @@ class CostConfig:
         action_weight: mean over the horizon of the L1 norm of each action.
         workspace_weight: metres outside ``workspace``, summed over the integrated states.
         workspace: the box used by the workspace term.
+        readout_weights: per state dimension (x, y, z, roll, pitch, yaw, gripper), the weight
+            of |final integrated state - the goal image's state read by the world model's
+            readout head|; all 0 (default): no such term. Needs a model with a readout.
     """
 
     goal_weight: float = 1.0
@@ -49,6 +53,27 @@ class CostConfig:
     action_weight: float = 0.0
     workspace_weight: float = 0.0
     workspace: Workspace = field(default_factory=Workspace)
+    readout_weights: list[float] = field(default_factory=lambda: [0.0] * 7)
+
+    def __post_init__(self) -> None:
+        weights = self.readout_weights
+        if len(weights) != 7 or not all(_nonnegative(w) for w in weights):
+            raise ConfigError(
+                f"cost.readout_weights must be 7 finite weights >= 0 (x, y, z, roll, pitch, "
+                f"yaw, gripper), got {weights!r}"
+            )
+
+    @property
+    def uses_readout(self) -> bool:
+        """Whether the energy has the goal-readout term."""
+        return any(w > 0 for w in self.readout_weights)
+
+
+def _nonnegative(value: object) -> bool:
+    """A finite number >= 0 (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and value >= 0
 
 
 @dataclass

@@ -1,12 +1,13 @@
 """The energy the actors minimise: by default the paper's mean |ẑ_H - z_goal| over the final
-predicted frame's tokens and features; optional action-size, path and workspace terms."""
+predicted frame's tokens and features; optional action-size, path, workspace and goal-readout
+terms."""
 
 from __future__ import annotations
 
 import torch
 
 from planner.config import CostConfig
-from robots.franka import POS, rollout_states
+from robots.franka import POS, ROT, rollout_states, wrap_angle
 
 
 class Cost:
@@ -19,6 +20,11 @@ class Cost:
       action     mean over the horizon of the L1 norm of each 7-D action (prefers small steps).
       workspace  metres by which the integrated end-effector positions leave the workspace
                  box, summed over the horizon (keeps plans inside the reachable table top).
+      readout    sum over state dimensions of weight x |s_H - ŝ_goal|: the final state
+                 integrated from the current one along the actions, against the goal state
+                 that the world model's readout head reads off the goal latent (angles
+                 wrapped to [-pi, pi]). The goal's gripper closedness is what a small
+                 predictor's latent misses (``docs/sim_small.md``).
     """
 
     def __init__(self, config: CostConfig | None = None) -> None:
@@ -30,6 +36,7 @@ class Cost:
         goal_latent: torch.Tensor,
         actions: torch.Tensor,
         start_state: torch.Tensor,
+        goal_state: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Energies of S sequences.
 
@@ -38,6 +45,8 @@ class Cost:
             goal_latent: [1, N, D] or [S, N, D] goal latents.
             actions: [S, H, 7] the action sequences that produced ``predicted``.
             start_state: [1, 7] or [S, 7] end-effector state before the first action.
+            goal_state: [1, 7] the goal state read off the goal latent; needed (only) when
+                ``config.readout_weights`` has a non-zero weight.
 
         Returns:
             [S] energies (differentiable).
@@ -53,7 +62,31 @@ class Cost:
             energy = energy + config.workspace_weight * self.workspace_violation(
                 start_state, actions
             )
+        if config.uses_readout:
+            if goal_state is None:
+                raise ValueError("cost.readout_weights are set but no goal state was read")
+            energy = energy + self.readout_error(start_state, actions, goal_state)
         return energy
+
+    def readout_error(
+        self, start_state: torch.Tensor, actions: torch.Tensor, goal_state: torch.Tensor
+    ) -> torch.Tensor:
+        """Weighted |s_H - goal_state| summed over the 7 dimensions.
+
+        Args:
+            start_state: [1, 7] or [S, 7]; actions: [S, H, 7]; goal_state: [1, 7] or [S, 7].
+
+        Returns:
+            [S] the readout term (weights included).
+        """
+        start = start_state.to(actions.dtype).expand(actions.shape[0], -1)
+        final = rollout_states(start, actions)[:, -1]  # [S, 7]
+        difference = final - goal_state.to(final)
+        difference = torch.cat(
+            (difference[:, POS], wrap_angle(difference[:, ROT]), difference[:, 6:]), dim=1
+        )
+        weights = difference.new_tensor(self.config.readout_weights)
+        return (difference.abs() * weights).sum(dim=-1)
 
     def workspace_violation(self, start_state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Metres outside the workspace box, summed over the horizon.

@@ -20,6 +20,7 @@ from planner.config import PlannerConfig, load_planner_config
 from planner.cost import Cost
 from planner.inputs import PlanInputError, content_key, split_observation
 from planner.protocol import LatentWorldModel, model_device, same_device
+from robots.config import ConfigError
 from robots.franka import ACTION_DIM, SafetyFilter, load_limits
 
 
@@ -66,6 +67,13 @@ def resolve_device(device: str | torch.device) -> torch.device:
     return torch.device(device)
 
 
+def has_readout(world_model: LatentWorldModel) -> bool:
+    """Whether the model can read a state off a latent (``read_state`` and a readout head)."""
+    return callable(getattr(world_model, "read_state", None)) and (
+        getattr(world_model, "readout", True) is not None
+    )
+
+
 class Planner:
     """Receding-horizon planner on a latent world model.
 
@@ -97,6 +105,12 @@ class Planner:
                 f"{self.device}"
             )
         self.world_model = world_model
+        if config.cost.uses_readout and not has_readout(world_model):
+            raise ConfigError(
+                "cost.readout_weights need a world model with a state readout head "
+                f"({type(world_model).__name__} has none; train one with `jepa-mpc train "
+                "readout`, or set the weights to 0)"
+            )
         self.cost = Cost(config.cost)
         self.space = ActionSpace(config.bounds, self.device)
         self.actor = make_actor(config.actor, self.space)
@@ -161,6 +175,9 @@ class Planner:
             state_batch,
             goal_latent,
             batch=self.evaluation_batch,
+            goal_state=self.world_model.read_state(goal_latent)
+            if self.cost.config.uses_readout
+            else None,
         )
         result = self.actor.plan(problem, self.generator)
         actions = result.actions.detach().float().cpu()  # [H, 7]; waits for the device

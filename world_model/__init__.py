@@ -10,6 +10,7 @@ from world_model.errors import (
     ChecksumError,
     ImageError,
     InputShapeError,
+    NoReadoutError,
     WorldModelError,
 )
 from world_model.model import WorldModel, build
@@ -22,6 +23,7 @@ __all__ = [
     "EncoderConfig",
     "ImageError",
     "InputShapeError",
+    "NoReadoutError",
     "PredictorConfig",
     "WorldModel",
     "WorldModelConfig",

@@ -41,6 +41,15 @@ class PredictorConfig:
 
 
 @dataclass
+class ReadoutConfig:
+    """The optional state readout head (``world_model.readout``; not in the release).
+    Checkpoints without it (every official one) load with ``enabled: false``."""
+
+    enabled: bool = False
+    hidden: int = 256
+
+
+@dataclass
 class WorldModelConfig:
     """Encoder + predictor sizes. ``num_frames // tubelet_size`` bounds the rollout length."""
 
@@ -50,6 +59,7 @@ class WorldModelConfig:
     num_frames: int = 64
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    readout: ReadoutConfig = field(default_factory=ReadoutConfig)
 
     def __post_init__(self) -> None:
         if self.img_size % self.patch_size:

@@ -16,6 +16,10 @@ class InputShapeError(WorldModelError):
     """Latents, states or actions whose shapes do not fit the model."""
 
 
+class NoReadoutError(WorldModelError):
+    """A state readout was asked of a model that has none (``config.readout.enabled`` false)."""
+
+
 class CheckpointError(WorldModelError):
     """A checkpoint that cannot be read safely or does not fit the model."""
 

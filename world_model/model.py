@@ -13,9 +13,10 @@ from torch import nn
 from robots.franka import rollout_states
 from world_model.config import WorldModelConfig, load_model_config
 from world_model.encoder import VideoEncoder, layer_norm_latents, preprocess_images
-from world_model.errors import InputShapeError
+from world_model.errors import InputShapeError, NoReadoutError
 from world_model.layers import init_weights
 from world_model.predictor import ACPredictor
+from world_model.readout import StateReadout, init_readout
 
 
 class WorldModel(nn.Module):
@@ -34,6 +35,7 @@ class WorldModel(nn.Module):
         self.state_dim = config.predictor.action_embed_dim
         self.encoder = VideoEncoder(config)
         self.predictor = ACPredictor(config)
+        self.readout = StateReadout(config) if config.readout.enabled else None
         self.autocast_dtype: torch.dtype | None = None
 
     @property
@@ -69,6 +71,33 @@ class WorldModel(nn.Module):
         with self._autocast():
             raw = self.encoder.encode_frames(pixels)
         return layer_norm_latents(raw.float())
+
+    def add_readout(self) -> StateReadout:
+        """Give the model a freshly initialised state readout (``config.readout.enabled``
+        becomes true, so ``save`` records it); returns the head."""
+        self.config.readout.enabled = True
+        with torch.device(self.device):
+            self.readout = StateReadout(self.config)
+        init_readout(self.readout)
+        return self.readout
+
+    @torch.no_grad()
+    def read_state(self, latents: torch.Tensor) -> torch.Tensor:
+        """End-effector states [B, 7] that latents [B, N, D] show (the readout head).
+
+        Raises:
+            NoReadoutError: the model has no readout (``config.readout.enabled`` is false).
+            InputShapeError: ``latents`` is not [B, N, D].
+        """
+        if self.readout is None:
+            raise NoReadoutError(
+                "this world model has no state readout (config.readout.enabled is false); "
+                "train one with `jepa-mpc train readout`"
+            )
+        n, d = self.num_patches, self.latent_dim
+        if latents.ndim != 3 or tuple(latents.shape[1:]) != (n, d):
+            raise InputShapeError(f"latents must be [B, {n}, {d}], got {tuple(latents.shape)}")
+        return self.readout(latents.to(self.device, torch.float32))
 
     def _check_rollout_inputs(self, z0, s0, actions) -> int:
         """Validate shapes; returns the batch size (inputs with batch 1 broadcast)."""
@@ -165,6 +194,8 @@ def build(
         model = WorldModel(config)
         init_weights(model.encoder, model.encoder.blocks)
         init_weights(model.predictor, model.predictor.predictor_blocks)
+        if model.readout is not None:
+            init_readout(model.readout)
         if config.predictor.residual:  # start as the identity: predict "nothing changes"
             torch.nn.init.zeros_(model.predictor.predictor_proj.weight)
             torch.nn.init.zeros_(model.predictor.predictor_proj.bias)

@@ -25,7 +25,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from robots.franka import GRIPPER, POS, ROT, STATE_DIM, euler_to_matrix, rollout_states
+from robots.franka import (
+    GRIPPER,
+    POS,
+    ROT,
+    STATE_DIM,
+    euler_to_matrix,
+    matrix_to_euler,
+    rollout_states,
+)
 from world_model.errors import InputShapeError
 
 FEATURE_DIM = 13  # 3 position + 9 rotation-matrix entries + 1 gripper
@@ -116,6 +124,24 @@ class StateWorldModel(nn.Module):
         if not bool(torch.isfinite(states).all()):
             raise InputShapeError("states contain NaN or inf")
         return self.latents(states)
+
+    def read_state(self, latents: torch.Tensor) -> torch.Tensor:
+        """The states [B, 7] whose latents are ``latents [B, N, D]`` (exact: the projection's
+        pseudo-inverse recovers the features; this model's perfect "readout head").
+
+        Raises:
+            InputShapeError: ``latents`` is not [B, N, D].
+        """
+        if latents.ndim != 3 or tuple(latents.shape[1:]) != (self.num_patches, self.latent_dim):
+            raise InputShapeError(
+                f"latents must be [B, {self.num_patches}, {self.latent_dim}], "
+                f"got {tuple(latents.shape)}"
+            )
+        flat = latents.to(self.device, torch.float32).flatten(1)
+        features = flat @ torch.linalg.pinv(self.projection) * self.feature_scale  # [B, 13]
+        rotation = features[:, 3:12].unflatten(-1, (3, 3))
+        position = features[:, :3] + self.centre
+        return torch.cat((position, matrix_to_euler(rotation), features[:, 12:]), dim=-1)
 
     def rollout(self, z0: torch.Tensor, s0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Latents of frames 1..H under ``actions`` (exact dynamics, differentiable).

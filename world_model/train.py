@@ -1,6 +1,7 @@
-"""``jepa-mpc train predictor|encoder --config NAME [--data DIR] [--out DIR] [key=value ...]``:
-train the action-conditioned predictor on a frozen encoder, or the encoder with the V-JEPA
-objective, on a trajectory dataset; single process or ``torchrun`` DDP, resumable."""
+"""``jepa-mpc train predictor|encoder|readout --config NAME [--data DIR] [--out DIR] [k=v ...]``:
+train the action-conditioned predictor on a frozen encoder, the encoder with the V-JEPA
+objective, or the state readout head on a frozen model, on a trajectory dataset; single
+process or ``torchrun`` DDP, resumable."""
 
 from __future__ import annotations
 
@@ -37,8 +38,9 @@ from world_model.train_loop import (
     setup_distributed,
 )
 from world_model.train_predictor import PredictorObjective
+from world_model.train_readout import ReadoutObjective
 
-STAGES = ("predictor", "encoder")
+STAGES = ("predictor", "encoder", "readout")
 
 
 @dataclass
@@ -176,6 +178,8 @@ def make_objective(stage: str, model: WorldModel, config: TrainConfig, info: Dis
                 f"{config.predictor.rollout_steps}"
             )
         return PredictorObjective(model, config.predictor)
+    if stage == "readout":
+        return ReadoutObjective(model)
     clip_len, tubelet = config.data.clip_len, model.config.tubelet_size
     if clip_len != 1 and clip_len % tubelet:
         raise ConfigError(f"data.clip_len {clip_len} must be 1 or a multiple of {tubelet}")

@@ -120,6 +120,8 @@ class Problem:
         world_model, cost: what scores a sequence.
         latent: [1, N, D] current latent. state: [1, 7] current end-effector state.
         goal_latent: [1, N, D].
+        goal_state: [1, 7] the goal state read off ``goal_latent`` by the world model's readout
+            (only when the cost has a readout term), else None.
         evaluations: predictor evaluations so far.
         trace: (evaluations so far, lowest energy of that call as a 0-d tensor) per call.
         batch: the chunk size for world-model calls (shared across problems by the planner).
@@ -133,6 +135,7 @@ class Problem:
     evaluations: int = 0
     trace: list[tuple[int, torch.Tensor]] = field(default_factory=list)
     batch: EvaluationBatch = field(default_factory=EvaluationBatch)
+    goal_state: torch.Tensor | None = None
 
     def evaluate(self, actions: torch.Tensor) -> torch.Tensor:
         """Energies [S] of action sequences [S, H, 7] (differentiable if autograd is on).
@@ -183,7 +186,7 @@ class Problem:
         latent = self.latent.expand(samples, -1, -1)
         state = self.state.expand(samples, -1)
         predicted = self.world_model.rollout(latent, state, actions)
-        energy = self.cost(predicted, self.goal_latent, actions, self.state)
+        energy = self.cost(predicted, self.goal_latent, actions, self.state, self.goal_state)
         return torch.where(torch.isnan(energy), torch.inf, energy)
 
 

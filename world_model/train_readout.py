@@ -1,0 +1,59 @@
+"""The readout stage: a supervised least-squares fit of the state readout head
+(``world_model.readout``) on the frozen encoder's latents; encoder and predictor stay as they
+are."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from world_model.model import WorldModel
+from world_model.readout import STATE_SCALE
+from world_model.train_predictor import encode_clips
+
+
+class ReadoutObjective:
+    """Training state of the readout stage. A model without a readout gets a fresh one."""
+
+    metric_names = ("loss", "position_mae", "gripper_mae")
+
+    def __init__(self, model: WorldModel) -> None:
+        self.model = model
+        model.encoder.eval().requires_grad_(False)
+        model.predictor.eval().requires_grad_(False)
+        if model.readout is None:
+            model.add_readout()
+        model.readout.train()
+        self.module = model.readout
+
+    def losses(self, module: nn.Module, batch: dict, autocast) -> dict[str, torch.Tensor]:
+        """Mean squared error in the head's units on every frame of the batch's clips (a
+        median-seeking L1 read the rare closed gripper as open), plus the mean absolute
+        position error (m) and gripper closedness error for the log."""
+        device = self.model.device
+        latents = encode_clips(self.model, batch["frames"].to(device)).flatten(0, 1)
+        states = batch["states"].to(device, torch.float32).flatten(0, 1)
+        with autocast():
+            predicted = module(latents).float()
+        error = (predicted - states).abs()
+        loss = (error / error.new_tensor(STATE_SCALE)).square().mean()
+        return {
+            "loss": loss,
+            "position_mae": error[:, :3].mean().detach(),
+            "gripper_mae": error[:, 6].mean().detach(),
+        }
+
+    def begin_step(self, step: int) -> None:
+        """Nothing to do (no randomness in this objective)."""
+
+    def end_step(self, step: int) -> None:
+        """Nothing to do (no EMA)."""
+
+    def extra_state(self) -> dict[str, dict]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, dict]) -> None:
+        """Nothing beyond the head's weights."""
+
+    def final_model(self) -> WorldModel:
+        return self.model
