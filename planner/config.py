@@ -54,6 +54,7 @@ class CostConfig:
     workspace_weight: float = 0.0
     workspace: Workspace = field(default_factory=Workspace)
     readout_weights: list[float] = field(default_factory=lambda: [0.0] * 7)
+    readout_gripper_threshold: float | None = None
 
     def __post_init__(self) -> None:
         weights = self.readout_weights
@@ -61,6 +62,11 @@ class CostConfig:
             raise ConfigError(
                 f"cost.readout_weights must be 7 finite weights >= 0 (x, y, z, roll, pitch, "
                 f"yaw, gripper), got {weights!r}"
+            )
+        threshold = self.readout_gripper_threshold
+        if threshold is not None and not (_nonnegative(threshold) and 0 < threshold < 1):
+            raise ConfigError(
+                f"cost.readout_gripper_threshold must be in (0, 1) or null, got {threshold!r}"
             )
 
     @property

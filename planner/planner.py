@@ -21,7 +21,7 @@ from planner.cost import Cost
 from planner.inputs import PlanInputError, content_key, split_observation
 from planner.protocol import LatentWorldModel, model_device, same_device
 from robots.config import ConfigError
-from robots.franka import ACTION_DIM, SafetyFilter, load_limits
+from robots.franka import ACTION_DIM, GRIPPER, SafetyFilter, load_limits
 
 
 class NonFiniteEnergyWarning(RuntimeWarning):
@@ -213,6 +213,18 @@ class Planner:
             stacklevel=3,
         )
         return torch.zeros(ACTION_DIM)
+
+    def read_goal_state(self, goal_latent: torch.Tensor) -> torch.Tensor | None:
+        """The goal's state [1, 7] read off its latent (gripper binarised when the cost says
+        so), or None when the cost has no readout term."""
+        config = self.cost.config
+        if not config.uses_readout:
+            return None
+        state = self.world_model.read_state(goal_latent).clone()
+        if config.readout_gripper_threshold is not None:
+            closed = state[:, GRIPPER] >= config.readout_gripper_threshold
+            state[:, GRIPPER] = closed.to(state.dtype)
+        return state
 
     def goal_latent(
         self, image: np.ndarray | torch.Tensor, state: torch.Tensor | None = None

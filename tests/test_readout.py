@@ -152,3 +152,18 @@ def test_the_planner_moves_the_gripper_toward_the_goal_images_read_state(goal_gr
     state = np.array([0.5, 0.0, 0.2, np.pi, 0.0, 0.0, 0.5], np.float32)
     plan = planner.plan({"image": image, "state": state}, {"image": image})
     assert sign * plan.actions[:, 6].sum() > 0.3  # toward the goal's closedness
+
+
+def test_a_gripper_threshold_turns_the_read_goal_into_open_or_closed() -> None:
+    model = world_model.build("tiny", seed=0)
+    model.add_readout()
+    constant_readout(model, [0.5, 0.0, 0.2, np.pi, 0.0, 0.0, 0.3])
+    latents = torch.zeros(1, model.num_patches, model.latent_dim)
+    for threshold, expected in ((0.25, 1.0), (0.35, 0.0)):
+        overrides = ["cost.readout_weights=[0, 0, 0, 0, 0, 0, 1]"]
+        overrides.append(f"cost.readout_gripper_threshold={threshold}")
+        planner = Planner(load_planner_config("icem", overrides), model, device="cpu")
+        assert planner.read_goal_state(latents)[0, 6].item() == expected
+        assert planner.read_goal_state(latents)[0, 0].item() == pytest.approx(0.5, abs=1e-5)
+    with pytest.raises(ConfigError, match="readout_gripper_threshold"):
+        load_planner_config("icem", ["cost.readout_gripper_threshold=1.5"])

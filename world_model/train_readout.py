@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from robots.franka import POS, ROT, wrap_angle
 from world_model.model import WorldModel
 from world_model.readout import STATE_SCALE
 from world_model.train_predictor import encode_clips
@@ -28,14 +29,18 @@ class ReadoutObjective:
 
     def losses(self, module: nn.Module, batch: dict, autocast) -> dict[str, torch.Tensor]:
         """Mean squared error in the head's units on every frame of the batch's clips (a
-        median-seeking L1 read the rare closed gripper as open), plus the mean absolute
-        position error (m) and gripper closedness error for the log."""
+        median-seeking L1 read the rare closed gripper as open; angle errors wrapped to
+        [-pi, pi]), plus the mean absolute position error (m) and gripper closedness error
+        for the log."""
         device = self.model.device
         latents = encode_clips(self.model, batch["frames"].to(device)).flatten(0, 1)
         states = batch["states"].to(device, torch.float32).flatten(0, 1)
         with autocast():
             predicted = module(latents).float()
-        error = (predicted - states).abs()
+        difference = predicted - states
+        # Angles wrap: a hand pointing down has roll near +pi or -pi, the same pose.
+        wrapped = wrap_angle(difference[:, ROT])
+        error = torch.cat((difference[:, POS], wrapped, difference[:, 6:]), dim=1).abs()
         loss = (error / error.new_tensor(STATE_SCALE)).square().mean()
         return {
             "loss": loss,
