@@ -18,13 +18,10 @@ from sim.backend import CUBE_SIZE
 from sim.hand import TCP_ABOVE_FINGERTIPS
 
 TABLE_HEIGHT = 0.75  # the floor is this far below the table top
-# Exterior camera, front-left of the robot looking back at the arm and the workspace. Aimed at
-# the workspace box's centre with a 38 deg field of view, the box just fits the image, so the
-# hand and the cube get twice the pixels of the earlier wide view (50 deg, aimed at the arm):
-# at 128 px the fingers closing on the cube change ~95 pixels instead of ~55.
+# Exterior camera, front-left of the robot looking back at the arm and the workspace.
 CAMERA_POSITION = np.array([1.15, -0.78, 0.72])
-CAMERA_TARGET = np.array([0.48, 0.0, 0.17])
-CAMERA_FOVY = 38.0
+CAMERA_TARGET = np.array([0.33, 0.0, 0.28])
+CAMERA_FOVY = 50.0
 # The kitchen Panda's fingers are 1.75 x Franka's (0.054 m) long: their lowest collision capsule
 # ends 0.0945 m past the finger base, which sits 0.1654 m along link7's z axis.
 FINGER_BASE = 0.1654
