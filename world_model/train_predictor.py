@@ -56,7 +56,30 @@ def predictor_losses(
     return {"teacher_forcing": teacher_forcing, "rollout": rollout}
 
 
-class PredictorObjective:
+class SupervisedObjective:
+    """The hooks of an objective on a frozen encoder with no randomness, no EMA and no state
+    beyond its module's weights (the train loop calls them); subclasses set ``model``,
+    ``module``, ``metric_names`` and ``losses``."""
+
+    model: WorldModel
+
+    def begin_step(self, step: int) -> None:
+        """Nothing to do (no randomness in this objective)."""
+
+    def end_step(self, step: int) -> None:
+        """Nothing to do (no EMA)."""
+
+    def extra_state(self) -> dict[str, dict]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, dict]) -> None:
+        """Nothing beyond the module's weights."""
+
+    def final_model(self) -> WorldModel:
+        return self.model
+
+
+class PredictorObjective(SupervisedObjective):
     """Training state of the predictor stage: the frozen encoder, the trainable ``module``
     (the predictor; its unused ``extrinsics_encoder`` is frozen so DDP sees no idle weights)."""
 
@@ -83,18 +106,3 @@ class PredictorObjective:
             + self.config.rollout_weight * terms["rollout"]
         )
         return {"loss": loss, **terms}
-
-    def begin_step(self, step: int) -> None:
-        """Nothing to do (no randomness in this objective)."""
-
-    def end_step(self, step: int) -> None:
-        """Nothing to do (no EMA)."""
-
-    def extra_state(self) -> dict[str, dict]:
-        return {}
-
-    def load_extra_state(self, state: dict[str, dict]) -> None:
-        """Nothing beyond the predictor's weights."""
-
-    def final_model(self) -> WorldModel:
-        return self.model

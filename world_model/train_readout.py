@@ -10,10 +10,10 @@ from torch import nn
 from robots.franka import POS, ROT, wrap_angle
 from world_model.model import WorldModel
 from world_model.readout import STATE_SCALE
-from world_model.train_predictor import encode_clips
+from world_model.train_predictor import SupervisedObjective, encode_clips
 
 
-class ReadoutObjective:
+class ReadoutObjective(SupervisedObjective):
     """Training state of the readout stage. A model without a readout gets a fresh one."""
 
     metric_names = ("loss", "position_mae", "gripper_mae")
@@ -47,18 +47,3 @@ class ReadoutObjective:
             "position_mae": error[:, :3].mean().detach(),
             "gripper_mae": error[:, 6].mean().detach(),
         }
-
-    def begin_step(self, step: int) -> None:
-        """Nothing to do (no randomness in this objective)."""
-
-    def end_step(self, step: int) -> None:
-        """Nothing to do (no EMA)."""
-
-    def extra_state(self) -> dict[str, dict]:
-        return {}
-
-    def load_extra_state(self, state: dict[str, dict]) -> None:
-        """Nothing beyond the head's weights."""
-
-    def final_model(self) -> WorldModel:
-        return self.model
