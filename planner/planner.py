@@ -175,9 +175,7 @@ class Planner:
             state_batch,
             goal_latent,
             batch=self.evaluation_batch,
-            goal_state=self.world_model.read_state(goal_latent)
-            if self.cost.config.uses_readout
-            else None,
+            goal_state=self.read_goal_state(goal_latent),
         )
         result = self.actor.plan(problem, self.generator)
         actions = result.actions.detach().float().cpu()  # [H, 7]; waits for the device

@@ -167,3 +167,24 @@ def test_a_gripper_threshold_turns_the_read_goal_into_open_or_closed() -> None:
         assert planner.read_goal_state(latents)[0, 0].item() == pytest.approx(0.5, abs=1e-5)
     with pytest.raises(ConfigError, match="readout_gripper_threshold"):
         load_planner_config("icem", ["cost.readout_gripper_threshold=1.5"])
+
+
+@pytest.mark.parametrize("threshold, sign", [(0.25, 1.0), (0.35, -1.0)])
+def test_plan_aims_the_gripper_at_the_thresholded_goal_reading(threshold, sign) -> None:
+    # The goal reads 0.3 closed and the hand is at 0.5: unthresholded, the planner would open
+    # toward 0.3 in both cases; with the threshold it closes fully (0.3 >= 0.25) or opens (< 0.35).
+    model = world_model.build("tiny", seed=0)
+    model.add_readout()
+    constant_readout(model, [0.5, 0.0, 0.2, np.pi, 0.0, 0.0, 0.3])
+    overrides = [
+        "cost.readout_weights=[0, 0, 0, 0, 0, 0, 1.0]",
+        f"cost.readout_gripper_threshold={threshold}",
+        "actor.samples=32",
+        "actor.iterations=3",
+        "actor.horizon=2",
+    ]
+    planner = Planner(load_planner_config("icem", overrides), model, device="cpu")
+    image = np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    state = np.array([0.5, 0.0, 0.2, np.pi, 0.0, 0.0, 0.5], np.float32)
+    plan = planner.plan({"image": image, "state": state}, {"image": image})
+    assert sign * plan.actions[:, 6].sum() > 0.3
