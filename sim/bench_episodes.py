@@ -91,7 +91,7 @@ def goal_schedule(task: str, goals: int, steps: int) -> list[int]:
     """Index of the (sub)goal the planner aims at, for each control step ``[steps]``.
 
     Stage boundaries sit at the cumulative fractions of the task's ``SUBGOAL_SCHEDULES`` entry
-    when it has ``goals`` stages (pick_place, 50 steps: 9, 5, 3, 5, 12, 3 and 13 steps), else of
+    when it has ``goals`` stages (pick_place, 50 steps: 12, 6, 3, 3, 14, 3 and 9 steps), else of
     equal shares; one goal is aimed at throughout. The schedule depends on the step count only,
     never on the scene (no early switching on success).
     """

@@ -200,7 +200,9 @@ class GraspTask(Task):
     name = "grasp"
     # Above the cube, open around it, closed on it, lifted. A greedy planner needs the open
     # descent as a stage of its own: aimed straight at a closed grasp, it closes in the air.
-    subgoal_shares = (9, 5, 3, 13)
+    # The hover gets the most steps: a hand that reaches it 4-5 cm off lands a finger on the
+    # cube during the descent (traced, docs/sim_small.md); the lift needs 2-3 steps.
+    subgoal_shares = (13, 6, 3, 8)
 
     def _sample_target(self, rng: np.random.Generator) -> np.ndarray:
         return self.cube_start + np.array([0.0, 0.0, self.config.lift_height])
@@ -241,8 +243,9 @@ class PickPlaceTask(GraspTask):
     """Pick the cube up, carry it, and put it down at a sampled spot on the table."""
 
     name = "pick_place"
-    # The pick stages, lifted, down at the target, open there, backed off above it.
-    subgoal_shares = (9, 5, 3, 5, 12, 3, 13)
+    # The pick stages, lifted, down at the target, open there, backed off above it. The carry
+    # (lifted -> down at the target, 15-30 cm across and 15 cm down) gets the most steps.
+    subgoal_shares = (12, 6, 3, 3, 14, 3, 9)
 
     def _sample_target(self, rng: np.random.Generator) -> np.ndarray:
         return self._sample_table_target(rng)

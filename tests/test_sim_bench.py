@@ -89,9 +89,9 @@ def test_wilson_interval_matches_the_closed_form():
 
 def test_subgoal_schedules_follow_the_task_shares_scaled_to_the_length():
     schedule = bench.goal_schedule("pick_place", 7, 50)
-    assert [schedule.count(stage) for stage in range(7)] == [9, 5, 3, 5, 12, 3, 13]
-    assert bench.goal_schedule("grasp", 4, 30) == [0] * 9 + [1] * 5 + [2] * 3 + [3] * 13
-    assert bench.goal_schedule("grasp", 4, 15) == [0] * 4 + [1] * 3 + [2] * 1 + [3] * 7
+    assert [schedule.count(stage) for stage in range(7)] == [12, 6, 3, 3, 14, 3, 9]
+    assert bench.goal_schedule("grasp", 4, 30) == [0] * 13 + [1] * 6 + [2] * 3 + [3] * 8
+    assert bench.goal_schedule("grasp", 4, 15) == [0] * 6 + [1] * 4 + [2] * 1 + [3] * 4
     assert bench.goal_schedule("reach", 1, 5) == [0] * 5
     assert bench.goal_schedule("grasp", 2, 30) == [0] * 15 + [1] * 15  # no shares: equal
 
@@ -104,7 +104,7 @@ def test_state_model_planner_picks_up_the_cube(tmp_path):
     assert bench.main(argv) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["rows"][0]["success_rate"] == 1.0
-    assert results["subgoal_schedules"]["grasp"] == [9, 5, 3, 13]
+    assert results["subgoal_schedules"]["grasp"] == [13, 6, 3, 8]
 
 
 def test_image_model_planner_and_pick_place_videos(tmp_path):
