@@ -220,6 +220,8 @@ def write_outputs(out: Path, results: dict[str, Any]) -> None:
     )
     if results.get("command"):
         header += f"Command: `{results['command']}`\n\n"
+    if results.get("shards"):  # a jepa-mpc bench-merge report
+        header += "Merged from:\n\n" + "".join(f"* `{c}`\n" for c in results["shards"]) + "\n"
     times: dict[str, list[float]] = {}
     for episode in results["episodes"]:
         if episode["plan_s"]:

@@ -11,6 +11,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("sim.demo", "one reach episode in MuJoCo planned with the embedded sim-small model"),
     "render": ("sim.render", "render reset/goal/subgoal frames of a task to PNG files"),
     "bench": ("sim.bench", "headless planning benchmark: tasks x planners x models, baselines"),
+    "bench-merge": ("sim.bench_merge", "merge bench shards run on consecutive seed ranges"),
     "bench-env": ("sim.bench_env", "env steps/s and renders/s per backend and image size"),
     "convert-checkpoint": (
         "world_model.convert",

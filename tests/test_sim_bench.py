@@ -12,7 +12,7 @@ import pytest
 
 from planner.inputs import PlanInputError
 from robots.config import ConfigError
-from sim import bench
+from sim import bench, bench_merge
 from sim.bench_report import wilson_interval
 
 SMALL = ["--image-size", "64", "--episodes", "2", "--device", "cpu"]
@@ -202,3 +202,59 @@ def test_state_model_goal_needs_its_state():
     obs["state"][:3] = (0.5, 0.0, 0.3)
     with pytest.raises((PlanInputError, ValueError), match="state"):
         policy.act(None, obs, {"image": obs["image"], "state": obs["state"]})
+
+
+def _baseline_shard(out, seed: int, episodes: int, *extra: str) -> None:
+    argv = [
+        "--tasks",
+        "reach",
+        "--baselines",
+        "random,expert",
+        "--planners",
+        "none",
+        "--models",
+        "none",
+    ]
+    argv += ["--image-size", "32", "--device", "cpu", "--steps", "4"]
+    argv += ["--seed", str(seed), "--episodes", str(episodes), "--out", str(out), *extra]
+    assert bench.main(argv) == 0
+
+
+def test_merged_shards_report_like_one_run(tmp_path, capsys):
+    _baseline_shard(tmp_path / "all", 0, 3)
+    _baseline_shard(tmp_path / "b", 1, 2)
+    _baseline_shard(tmp_path / "a", 0, 1)
+    merged_out = tmp_path / "merged"
+    argv = [str(tmp_path / "b"), str(tmp_path / "a"), "--out", str(merged_out)]
+    assert bench_merge.main(argv) == 0
+    merged = json.loads((merged_out / "results.json").read_text())
+    whole = json.loads((tmp_path / "all" / "results.json").read_text())
+    assert merged["config"]["seed"] == 0 and merged["config"]["episodes"] == 3
+    assert [e["seed"] for e in merged["episodes"]] == [0, 1, 2, 0, 1, 2]
+    assert len(merged["shards"]) == 2 and "--seed 1" in merged["shards"][0]
+    for row, reference in zip(merged["rows"], whole["rows"], strict=True):
+        for key in ("task", "method", "episodes", "successes", "success_ci95", "distance_mean"):
+            assert row[key] == pytest.approx(reference[key]), key
+    assert "Merged from:" in (merged_out / "results.md").read_text()
+
+
+def test_merge_refuses_shards_that_do_not_fit(tmp_path, capsys):
+    _baseline_shard(tmp_path / "a", 0, 2)
+    _baseline_shard(tmp_path / "overlap", 1, 2)
+    _baseline_shard(tmp_path / "gap", 3, 1)
+    _baseline_shard(tmp_path / "other", 2, 1, "--image-size", "48")
+    out = tmp_path / "merged"
+    cases = {
+        "overlap": "overlap",
+        "gap": "leave a gap",
+        "other": "image_size",
+        "missing": "not found",
+    }
+    for shard, message in cases.items():
+        assert (
+            bench_merge.main([str(tmp_path / "a"), str(tmp_path / shard), "--out", str(out)]) == 2
+        )
+        assert message in capsys.readouterr().err
+    assert not out.exists()  # nothing written
+    with pytest.raises(bench_merge.MergeError, match="at least two"):
+        bench_merge.merge([tmp_path / "a"])
