@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import multiprocessing
-import os
 import shlex
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,8 +81,6 @@ __all__ = [
     "run_configuration",
     "run_episode",
     "run_lanes",
-    "run_sharded",
-    "shard_ranges",
 ]
 
 BASELINES = ("random", "expert")
@@ -114,9 +109,6 @@ class BenchConfig:
         verify: check checkpoints' sha256 against their card before loading (--no-verify).
         batch_episodes: planner episodes of one configuration run in lock-step lanes of this
             many, their world-model rollouts merged into one call (1: one after another).
-        workers: processes that split the seed range into consecutive shards, each running
-            its shard as a benchmark of its own (under ``out/shards/``), merged into one
-            report by ``sim.bench_merge`` (1: this process runs everything).
     """
 
     tasks: tuple[str, ...] = ("reach",)
@@ -134,7 +126,6 @@ class BenchConfig:
     device: str = "auto"
     verify: bool = True
     batch_episodes: int = 1
-    workers: int = 1
 
 
 @dataclass
@@ -202,10 +193,6 @@ def prepare(config: BenchConfig) -> tuple[list[Method], torch.device]:
         raise BenchError(f"batch_episodes must be an integer, got {config.batch_episodes!r}")
     if config.batch_episodes < 1:
         raise BenchError(f"batch_episodes must be >= 1, got {config.batch_episodes}")
-    if isinstance(config.workers, bool) or not isinstance(config.workers, int):
-        raise BenchError(f"workers must be an integer, got {config.workers!r}")
-    if config.workers < 1:
-        raise BenchError(f"workers must be >= 1, got {config.workers}")
     if not config.baselines and not (config.planners and config.models):
         raise BenchError("nothing to run: give planners and models, or baselines")
     if bool(config.planners) != bool(config.models):
@@ -253,9 +240,7 @@ def run_benchmark(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BenchError(f"--out {out} exists and is not a folder")
-    methods, device = prepare(config)  # the whole request is checked before any worker starts
-    if len(shard_ranges(config)) > 1:
-        return run_sharded(config, out, command)
+    methods, device = prepare(config)
     started = time.perf_counter()
     episodes: list[dict[str, Any]] = []
     rows: list[dict[str, Any]] = []
@@ -292,62 +277,6 @@ def run_benchmark(
     return results
 
 
-def shard_ranges(config: BenchConfig) -> list[tuple[int, int]]:
-    """(first seed, episodes) of each worker's shard: ``config.workers`` consecutive ranges
-    tiling ``seed .. seed+episodes-1``, sizes differing by at most one (no empty shard)."""
-    shards = min(config.workers, config.episodes)
-    base, extra = divmod(config.episodes, shards)
-    ranges, start = [], config.seed
-    for index in range(shards):
-        size = base + (index < extra)
-        ranges.append((start, size))
-        start += size
-    return ranges
-
-
-def _run_shard(config: BenchConfig, out: Path, command: str | None, threads: int) -> None:
-    """One worker process: its shard as a benchmark of its own (``threads`` torch threads)."""
-    torch.set_num_threads(threads)
-    run_benchmark(config, out, command)
-
-
-def run_sharded(config: BenchConfig, out: Path, command: str | None) -> dict[str, Any]:
-    """Run ``config`` as ``config.workers`` processes over consecutive seed shards
-    (``out/shards/<first seed>``), then merge them into ``out`` like one run.
-
-    Each worker gets ``OMP_NUM_THREADS`` torch threads when that is set, else the CPU count
-    divided by the workers (at least 1): more threads than cores slows every worker down.
-
-    Raises:
-        BenchError: a worker failed (its error is in its output above; nothing is merged).
-    """
-    from sim import bench_merge  # noqa: PLC0415 (bench_merge reads results written by this)
-
-    threads = int(os.environ.get("OMP_NUM_THREADS") or 0) or max(
-        1, (os.cpu_count() or 1) // config.workers
-    )
-    folders = []
-    context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked GL/OpenMP state
-    with ProcessPoolExecutor(len(shard_ranges(config)), mp_context=context) as pool:
-        futures = []
-        for seed, episodes in shard_ranges(config):
-            shard = dataclasses.replace(config, seed=seed, episodes=episodes, workers=1)
-            folder = out / "shards" / f"seed{seed:06d}"
-            folders.append(folder)
-            label = f"{command} [shard: seeds {seed}..{seed + episodes - 1}]" if command else None
-            futures.append(pool.submit(_run_shard, shard, folder, label, threads))
-        for folder, future in zip(folders, futures, strict=True):
-            try:
-                future.result()
-            except Exception as error:  # the worker's own message, re-raised with its shard
-                raise BenchError(f"worker for {folder.name} failed: {error}") from error
-    results = bench_merge.merge(folders, command)
-    results["config"]["workers"] = config.workers
-    results["execution"] = f"{len(folders)} worker processes ({results['execution']} each)"
-    report.write_outputs(out, results)
-    return results
-
-
 def _names(text: str) -> tuple[str, ...]:
     return tuple(n.strip() for n in text.split(",") if n.strip() and n.strip() != "none")
 
@@ -377,11 +306,6 @@ def parse_args(argv: list[str]) -> tuple[BenchConfig, Path]:
         dest="batch_episodes",
         help="run a planner's episodes in lock-step lanes of N, rollouts merged (default 1)",
     )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        help="processes over consecutive seed shards, merged into one report (default 1)",
-    )
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("overrides", nargs="*", help="planner overrides: actor.samples=64 ...")
     args = parser.parse_args(argv)
@@ -391,7 +315,7 @@ def parse_args(argv: list[str]) -> tuple[BenchConfig, Path]:
         if getattr(args, key) is not None:
             given[key] = _names(getattr(args, key))
     keys = ("episodes", "seed", "backend", "image_size", "steps", "videos", "device")
-    for key in (*keys, "batch_episodes", "workers"):
+    for key in (*keys, "batch_episodes"):
         if getattr(args, key) is not None:
             given[key] = getattr(args, key)
     if args.no_verify:

@@ -258,26 +258,3 @@ def test_merge_refuses_shards_that_do_not_fit(tmp_path, capsys):
     assert not out.exists()  # nothing written
     with pytest.raises(bench_merge.MergeError, match="at least two"):
         bench_merge.merge([tmp_path / "a"])
-
-
-def test_workers_split_the_seeds_and_merge_like_one_run(tmp_path, capsys):
-    _baseline_shard(tmp_path / "one", 3, 5)
-    _baseline_shard(tmp_path / "two", 3, 5, "--workers", "2")
-    whole = json.loads((tmp_path / "one" / "results.json").read_text())
-    merged = json.loads((tmp_path / "two" / "results.json").read_text())
-    shards = sorted(path.name for path in (tmp_path / "two" / "shards").iterdir())
-    assert shards == ["seed000003", "seed000006"]  # seeds 3-5 and 6-7
-    assert merged["config"]["workers"] == 2 and merged["config"]["episodes"] == 5
-    assert "2 worker processes" in merged["execution"] and len(merged["shards"]) == 2
-    assert [e["seed"] for e in merged["episodes"]] == [e["seed"] for e in whole["episodes"]]
-    for row, reference in zip(merged["rows"], whole["rows"], strict=True):
-        for key in ("method", "successes", "distance_mean", "distance_median"):
-            assert row[key] == pytest.approx(reference[key]), key
-
-
-def test_shard_ranges_tile_the_seeds():
-    config = bench.BenchConfig(episodes=7, seed=10, workers=3)
-    assert bench.shard_ranges(config) == [(10, 3), (13, 2), (15, 2)]
-    assert bench.shard_ranges(bench.BenchConfig(episodes=2, workers=4)) == [(0, 1), (1, 1)]
-    with pytest.raises(bench.BenchError, match="workers"):
-        bench.prepare(bench.BenchConfig(workers=0, baselines=("random",), planners=()))
