@@ -1,7 +1,7 @@
 """``jepa-mpc bench-merge``: one report from benchmark shards that ran the same configuration
-on consecutive seed ranges (one process per core, or one machine each).
+on consecutive seed ranges (on several machines, or seeds added to a finished run).
 
-Example (50 episodes on two cores, then one table)::
+Example (50 episodes as two shards, then one table)::
 
     jepa-mpc bench --tasks pick_place --episodes 25 --out runs/pp_a ...
     jepa-mpc bench --tasks pick_place --episodes 25 --seed 25 --out runs/pp_b ...
@@ -54,22 +54,22 @@ def load_shard(folder: Path) -> dict[str, Any]:
     return results
 
 
+def _signature(results: dict[str, Any]) -> dict[str, Any]:
+    """What must be equal between shards: the config but its seed range, and SHARED_KEYS."""
+    config = {f"config.{k}": v for k, v in results["config"].items() if k not in SHARD_KEYS}
+    return {**config, **{key: results.get(key) for key in SHARED_KEYS}}
+
+
 def _check_compatible(shards: list[tuple[Path, dict[str, Any]]]) -> None:
     (first_path, first), rest = shards[0], shards[1:]
-    reference = {k: v for k, v in first["config"].items() if k not in SHARD_KEYS}
+    reference = _signature(first)
     for path, shard in rest:
-        config = {k: v for k, v in shard["config"].items() if k not in SHARD_KEYS}
-        for key in sorted(set(reference) | set(config)):
-            if reference.get(key) != config.get(key):
+        signature = _signature(shard)
+        for key in sorted(set(reference) | set(signature)):
+            if reference.get(key) != signature.get(key):
                 raise MergeError(
-                    f"{path} ran a different configuration: {key} = {config.get(key)!r}, "
+                    f"{path} ran a different configuration: {key} = {signature.get(key)!r}, "
                     f"{first_path} has {reference.get(key)!r}"
-                )
-        for key in SHARED_KEYS:
-            if first.get(key) != shard.get(key):
-                raise MergeError(
-                    f"{path} differs in {key}: {shard.get(key)!r}, "
-                    f"{first_path} has {first.get(key)!r}"
                 )
 
 

@@ -205,22 +205,13 @@ def test_state_model_goal_needs_its_state():
 
 
 def _baseline_shard(out, seed: int, episodes: int, *extra: str) -> None:
-    argv = [
-        "--tasks",
-        "reach",
-        "--baselines",
-        "random,expert",
-        "--planners",
-        "none",
-        "--models",
-        "none",
-    ]
-    argv += ["--image-size", "32", "--device", "cpu", "--steps", "4"]
+    argv = ["--tasks", "reach", "--baselines", "random,expert", "--planners", "none"]
+    argv += ["--models", "none", "--image-size", "32", "--device", "cpu", "--steps", "4"]
     argv += ["--seed", str(seed), "--episodes", str(episodes), "--out", str(out), *extra]
     assert bench.main(argv) == 0
 
 
-def test_merged_shards_report_like_one_run(tmp_path, capsys):
+def test_merged_shards_report_like_one_run(tmp_path):
     _baseline_shard(tmp_path / "all", 0, 3)
     _baseline_shard(tmp_path / "b", 1, 2)
     _baseline_shard(tmp_path / "a", 0, 1)
