@@ -4,6 +4,7 @@ stop (watchdog), logs and skips malformed images, and latches the e-stop."""
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -50,7 +51,7 @@ class RobotHarness:
         self.node = rclpy.create_node("robot_harness", context=context)
         self.lock = threading.Lock()
         self.send_images = True
-        self.malformed: list[Image] = []  # sent (one per tick) before the next valid image
+        self.malformed: Image | None = None  # while set: sent every tick instead of the image
         self.targets: list[PoseStamped] = []
         self.diagnostics: list[dict[str, str]] = []
         self.logs: list[Log] = []
@@ -65,7 +66,7 @@ class RobotHarness:
         node.create_subscription(PoseStamped, "target_pose", self._on_target, COMMAND_QOS)
         node.create_subscription(Float64, "gripper/command", lambda msg: None, COMMAND_QOS)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 50)
-        node.create_subscription(Log, "/rosout", self.logs.append, 100)
+        node.create_subscription(Log, "/rosout", self._on_log, 100)
         self.stop = node.create_client(Trigger, "goal_planner/stop")
         self.enable = node.create_client(Trigger, "goal_planner/enable")
         self.set_params = node.create_client(SetParameters, "goal_planner/set_parameters")
@@ -79,17 +80,20 @@ class RobotHarness:
         fingers = JointState(name=["fr3_finger_joint1", "fr3_finger_joint2"])
         fingers.position = list(finger_positions(gripper))
         self.gripper_pub.publish(fingers)
-        with self.lock:
-            bad = self.malformed.pop(0) if self.malformed else None
+        bad = self.malformed
         if bad is not None:
             self.image_pub.publish(bad)
-        if self.send_images:
+        elif self.send_images:
             image = self.rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
             self.image_pub.publish(array_to_image(image, "bgr8", "camera", stamp))
 
     def _on_target(self, msg: PoseStamped) -> None:
         with self.lock:
             self.targets.append(msg)
+
+    def _on_log(self, msg: Log) -> None:
+        with self.lock:
+            self.logs.append(msg)
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
@@ -98,6 +102,11 @@ class RobotHarness:
                 entry["message"] = status.message
                 with self.lock:
                     self.diagnostics.append(entry)
+
+    def skipped_image_logs(self) -> list[str]:
+        """The planner's log lines about skipped camera images."""
+        with self.lock:
+            return [log.msg for log in self.logs if "skipping camera image" in log.msg]
 
     def mode_after(self, mode: str, start: int, timeout_s: float = 30.0) -> dict[str, str]:
         """The first diagnostics entry with ``mode`` after index ``start`` (fails on timeout)."""
@@ -132,7 +141,9 @@ def ros():
                     "device": "cpu",
                     "planner_overrides": SMALL_PLANNER,
                     "rate_hz": 10.0,
-                    "watchdog_s": 0.5,
+                    # Generous: on CI's 2 shared cores the harness's 20 Hz poses have arrived
+                    # 0.7 s apart; the watchdog test stops the images for longer than this.
+                    "watchdog_s": 2.0,
                 }
             ),
         )
@@ -154,13 +165,18 @@ def _last_target_state(harness: RobotHarness) -> np.ndarray:
 def test_plans_a_step_toward_the_goal(ros):
     planning = ros.mode_after("planning", 0, timeout_s=40.0)
     assert float(planning["energy"]) > 0 and float(planning["plan_ms"]) > 0
-    target = _last_target_state(ros)
+    # The planning report names the target it published (a hold may have followed it).
+    target = np.array(json.loads(planning["target"]))
     # The state model's energy is a distance between states: the step must approach the goal
-    # and respect the safety filter's 5 cm step limit.
+    # and respect the safety filter's 5 cm step limit (the report rounds to 0.1 mm).
     step = np.linalg.norm(target[:3] - STATE[:3])
     assert np.linalg.norm(target[:3] - GOAL_STATE[:3]) < np.linalg.norm(STATE[:3] - GOAL_STATE[:3])
-    assert 0.0 < step <= 0.05 + 1e-6
-    assert ros.targets[-1].header.frame_id == "base"
+    assert 0.0 < step <= 0.05 + 1e-4
+    with ros.lock:
+        published = [pose_to_state(t, 0.0) for t in ros.targets]
+        frames = {t.header.frame_id for t in ros.targets}
+    assert any(np.allclose(p[:3], target[:3], atol=1e-4) for p in published)
+    assert frames == {"base"}
 
 
 def test_watchdog_holds_the_pose_when_images_stop(ros):
@@ -189,11 +205,15 @@ def test_malformed_images_are_logged_and_skipped(ros):
     truncated.data = bytes(good.data)[:-5]
     with ros.lock:
         before = int(ros.diagnostics[-1]["rejected_images"])
-        ros.malformed.extend([wrong_encoding, short_step, truncated])
+    # Camera topics are best effort: send each bad image every tick until the node has said why
+    # it skipped it.
+    for bad, why in ((wrong_encoding, "mono16"), (short_step, "step 20"), (truncated, "data has")):
+        ros.malformed = bad
+        try:
+            assert wait_for(lambda: any(why in m for m in ros.skipped_image_logs()), 40.0), why
+        finally:
+            ros.malformed = None
     assert wait_for(lambda: int(ros.diagnostics[-1]["rejected_images"]) >= before + 3, 40.0)
-    assert "image data has" in ros.diagnostics[-1]["last_rejection"]
-    messages = [log.msg for log in ros.logs if "skipping camera image" in log.msg]
-    assert any("mono16" in m for m in messages) and any("step 20" in m for m in messages)
     # Still alive and planning on the valid images.
     ros.mode_after("planning", len(ros.diagnostics))
 
@@ -205,8 +225,10 @@ def test_estop_latches_until_enabled_again(ros):
     ros.mode_after("stopped", start)
     time.sleep(0.5)  # inputs stay fresh: the stop must hold anyway
     with ros.lock:
-        modes = {d["mode"] for d in ros.diagnostics[start:]}
-    assert modes == {"stopped"}
+        modes = [d["mode"] for d in ros.diagnostics[start:]]
+    # Reports sent before the stop may still be arriving; from the first "stopped" on, the node
+    # must report nothing else (the stop and a cycle's publishing exclude each other).
+    assert set(modes[modes.index("stopped") :]) == {"stopped"}
     np.testing.assert_allclose(_last_target_state(ros)[:3], STATE[:3], atol=1e-9)
 
     # Clearing through the parameter...

@@ -134,6 +134,9 @@ class GoalPlannerNode(Node):
         self._mode = "starting"
         self._planned_goal = -1
         self._stop_event = threading.Event()
+        # Held while a cycle decides and publishes (not while it plans) and while `enabled`
+        # changes: once ~/stop has answered, no cycle can publish anything but a hold.
+        self._gate = threading.Lock()
 
         self._target_pub = self.create_publisher(PoseStamped, param("target_topic"), COMMAND_QOS)
         self._gripper_pub = self.create_publisher(
@@ -249,7 +252,8 @@ class GoalPlannerNode(Node):
     def _apply_parameters(self, params: list[Parameter]) -> None:
         for p in params:
             if p.name == "enabled":
-                self._enabled = bool(p.value)
+                with self._gate:
+                    self._enabled = bool(p.value)
                 if self._enabled:  # (rclpy wants one severity per logging call site)
                     self.get_logger().info("enabled: planning resumes")
                 else:
@@ -276,27 +280,11 @@ class GoalPlannerNode(Node):
             self._stop_event.wait(next_tick - now)
 
     def _cycle(self, snap: Snapshot) -> None:
-        """One control cycle: decide between waiting, holding and planning, then publish."""
-        if snap.state is None:
-            self._report("waiting", DiagnosticStatus.WARN, "no end-effector state yet", {})
-            return
-        if not self._enabled:
-            self._hold(snap, "stopped", "e-stop latched; call ~/enable to resume")
-            return
-        stale = self._stale(snap)
-        if stale:
-            self.get_logger().warning(f"watchdog: {stale}; holding", throttle_duration_sec=2.0)
-            self._hold(snap, "hold", f"watchdog: {stale}")
-            return
-        if snap.goal_image is None:
-            self._report("waiting", DiagnosticStatus.WARN, "no goal image yet", {})
-            return
-        if self._needs_goal_state and snap.goal_state is None:
-            self._report("waiting", DiagnosticStatus.WARN, "no goal state yet (state model)", {})
-            return
-        if self._mode != "planning" or self._planned_goal != snap.goal_version:
-            self._planner.reset()  # warm start is only valid for one goal, uninterrupted
-            self._planned_goal = snap.goal_version
+        """One control cycle: decide between waiting, holding and planning, then publish. The
+        decision and the publishing run under the gate; the planning itself does not."""
+        with self._gate:
+            if not self._ready_to_plan(snap):
+                return
         goal = {"image": snap.goal_image}
         if snap.goal_state is not None:
             goal["state"] = snap.goal_state.astype(np.float32)
@@ -305,24 +293,49 @@ class GoalPlannerNode(Node):
             {"image": snap.image, "state": snap.state.astype(np.float32)}, goal
         )
         plan_s = time.monotonic() - started
-        if not self._enabled:  # stopped while planning: do not send the stale plan
+        with self._gate:
+            if not self._enabled:  # stopped while planning: do not send the stale plan
+                self._hold(snap, "stopped", "e-stop latched; call ~/enable to resume")
+                return
+            action = torch.from_numpy(np.asarray(plan.action, dtype=np.float64))
+            target = self._safety.target(torch.from_numpy(snap.state), action).numpy()
+            target = self._publish_target(target, snap)
+            self._report(
+                "planning",
+                DiagnosticStatus.OK,
+                "planning",
+                {
+                    "energy": float(plan.energy),
+                    "plan_ms": 1e3 * plan_s,
+                    "image_to_command_ms": 1e3 * (self._now_s() - snap.image_stamp_s),
+                    "receipt_to_command_ms": 1e3 * (time.monotonic() - snap.image_received),
+                    "target": np.round(target, 4).tolist(),
+                },
+            )
+
+    def _ready_to_plan(self, snap: Snapshot) -> bool:
+        """Whether this cycle should plan; if not, report (and hold) why. Call under the gate."""
+        if snap.state is None:
+            self._report("waiting", DiagnosticStatus.WARN, "no end-effector state yet", {})
+            return False
+        if not self._enabled:
             self._hold(snap, "stopped", "e-stop latched; call ~/enable to resume")
-            return
-        action = torch.from_numpy(np.asarray(plan.action, dtype=np.float64))
-        target = self._safety.target(torch.from_numpy(snap.state), action).numpy()
-        target = self._publish_target(target, snap)
-        self._report(
-            "planning",
-            DiagnosticStatus.OK,
-            "planning",
-            {
-                "energy": float(plan.energy),
-                "plan_ms": 1e3 * plan_s,
-                "image_to_command_ms": 1e3 * (self._now_s() - snap.image_stamp_s),
-                "receipt_to_command_ms": 1e3 * (time.monotonic() - snap.image_received),
-                "target": np.round(target, 4).tolist(),
-            },
-        )
+            return False
+        stale = self._stale(snap)
+        if stale:
+            self.get_logger().warning(f"watchdog: {stale}; holding", throttle_duration_sec=2.0)
+            self._hold(snap, "hold", f"watchdog: {stale}")
+            return False
+        if snap.goal_image is None:
+            self._report("waiting", DiagnosticStatus.WARN, "no goal image yet", {})
+            return False
+        if self._needs_goal_state and snap.goal_state is None:
+            self._report("waiting", DiagnosticStatus.WARN, "no goal state yet (state model)", {})
+            return False
+        if self._mode != "planning" or self._planned_goal != snap.goal_version:
+            self._planner.reset()  # warm start is only valid for one goal, uninterrupted
+            self._planned_goal = snap.goal_version
+        return True
 
     def _stale(self, snap: Snapshot) -> str:
         """Why the inputs are too old to act on ('' if fresh)."""
