@@ -29,7 +29,7 @@ from planner_ros.conversions import (  # noqa: E402
     pose_to_state,
     state_to_pose,
 )
-from planner_ros.goal_planner import GoalPlannerNode  # noqa: E402
+from planner_ros.goal_planner import GoalPlannerNode, cpu_threads  # noqa: E402
 from planner_ros.runtime import as_parameters, init_context, spin_nodes, wait_for  # noqa: E402
 from planner_ros.topics import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS  # noqa: E402
 from rcl_interfaces.msg import Log, Parameter, ParameterType, ParameterValue  # noqa: E402
@@ -248,3 +248,12 @@ def test_fixed_parameters_cannot_change_at_run_time(ros):
     request = SetParameters.Request(parameters=[Parameter(name="config", value=value)])
     result = ros.call(ros.set_params, request).results[0]
     assert not result.successful and "restart" in result.reason
+
+
+def test_cpu_threads_leave_a_core_for_the_callbacks(monkeypatch):
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert cpu_threads(0) == 15 and cpu_threads(4) == 4
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert cpu_threads(0) == 1
+    with pytest.raises(ValueError, match="cpu_threads must be >= 0"):
+        cpu_threads(-2)

@@ -1,6 +1,7 @@
 """End to end over real rclpy on loopback: ``mujoco_franka`` (MuJoCo reach task, 64 px) and
 ``goal_planner`` (ground-truth-state world model, small CEM), started by the in-process bringup,
-reach the goal; ``~/reset`` starts a new episode; the bringup command line runs and exits."""
+reach the goal; ``~/reset`` starts a new episode; multi-stage tasks publish their subgoals in
+turn; the bringup command line runs and exits."""
 
 from __future__ import annotations
 
@@ -76,6 +77,59 @@ def test_sim_and_planner_reach_the_goal(ros_env):
         rclpy.shutdown(context=context)
 
 
+def test_sim_publishes_the_subgoals_on_the_benchmark_schedule(ros_env):
+    """grasp (30 steps, shares 13, 6, 3, 8): the goal topics carry subgoal 1 at reset, then 2,
+    3 and 4 after 13, 19 and 22 executed commands, the states of ``env.subgoals()`` in order."""
+    import sim
+    from geometry_msgs.msg import PoseStamped
+    from planner_ros.conversions import state_to_pose
+    from planner_ros.mujoco_franka import MujocoFrankaNode
+    from planner_ros.runtime import as_parameters
+    from planner_ros.topics import COMMAND_QOS, LATCHED_QOS
+    from std_msgs.msg import Float64MultiArray
+
+    from sim.bench_episodes import goal_schedule
+
+    env = sim.make("grasp", image_size=32, seed=5)
+    env.reset()
+    expected = [goal["state"] for goal in env.unwrapped.subgoals()]
+    schedule = goal_schedule("grasp", len(expected), env.unwrapped.episode_length)
+    env.close()
+    switches = [step for step in range(1, len(schedule)) if schedule[step] != schedule[step - 1]]
+    assert len(expected) == 4 and switches == [13, 19, 22]
+
+    context = init_context(DOMAIN_ID)
+    sim_node = MujocoFrankaNode(  # the sim alone: the probe plays the planner
+        context=context,
+        parameter_overrides=as_parameters(
+            {"task": "grasp", "image_size": 32, "seed": 5, "rate_hz": 20.0}
+        ),
+    )
+    probe = rclpy.create_node("goal_probe", context=context)
+    goals: list[np.ndarray] = []
+    probe.create_subscription(
+        Float64MultiArray, "goal/state", lambda msg: goals.append(np.array(msg.data)), LATCHED_QOS
+    )
+    commands = probe.create_publisher(PoseStamped, "target_pose", COMMAND_QOS)
+    start = sim.make("grasp", image_size=32, seed=5).reset()[0]["state"]
+
+    def hold() -> None:  # one command per tick: the arm stays, the step count advances
+        commands.publish(state_to_pose(start, "base", probe.get_clock().now().to_msg())[0])
+
+    probe.create_timer(0.05, hold)
+    try:
+        with spin_nodes(context, [sim_node, probe]):
+            assert wait_for(lambda: sim_node.info.get("step", 0) >= 24, 60.0), sim_node.info
+            assert wait_for(lambda: len(goals) >= 4, 10.0), len(goals)
+            assert len(goals) == 4
+            for got, want in zip(goals, expected, strict=True):
+                np.testing.assert_allclose(got, want, atol=1e-6)
+    finally:
+        sim_node.destroy_node()
+        probe.destroy_node()
+        rclpy.shutdown(context=context)
+
+
 def test_bringup_command_line_runs_and_exits(ros_env):
     argv = [
         "--checkpoint=state",
@@ -88,6 +142,20 @@ def test_bringup_command_line_runs_and_exits(ros_env):
         "warn",
     ]
     assert bringup.main(argv) == 0
+
+
+def test_bringup_defaults_come_from_the_config_files():
+    sim = bringup.node_parameters(bringup.BringupOptions())
+    assert sim["goal_planner"]["checkpoint"] == "sim-small"  # plans from pixels
+    assert sim["goal_planner"]["config"] == "icem"
+    assert sim["mujoco_franka"]["image_size"] == 128  # what sim-small was trained on
+    real = bringup.node_parameters(bringup.BringupOptions(use_sim=False))
+    assert set(real) == {"goal_planner"}
+    assert real["goal_planner"]["checkpoint"] == "sim-small"  # never the sim-only state model
+    assert real["goal_planner"]["image_topic"] == "/camera/camera/color/image_raw"
+    options, _ = bringup.parse_args(["--no-sim", "--checkpoint", "/models/mine", "--device", "cuda"])
+    real = bringup.node_parameters(options)["goal_planner"]
+    assert (real["checkpoint"], real["device"], real["config"]) == ("/models/mine", "cuda", "icem")
 
 
 def test_bringup_rejects_bad_set_options():

@@ -69,7 +69,11 @@ def test_launch_file_is_valid_python_with_the_documented_arguments(tmp_path):
         if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "ARGUMENTS"
     )
     assert {name for name, _, _ in arguments} == LAUNCH_ARGUMENTS
-    assert dict((name, default) for name, default, _ in arguments)["use_sim"] == "true"
+    defaults = {name: default for name, default, _ in arguments}
+    assert defaults["use_sim"] == "true"
+    # Unset model arguments keep the config files' values (sim-small; franka_real.yaml's on the
+    # real arm), so `use_sim:=false` alone never plans with the sim-only state model.
+    assert defaults["checkpoint"] == defaults["planner"] == defaults["device"] == ""
     strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)}
     assert {"goal_planner", "mujoco_franka"} <= strings  # executables of setup.py
     for config in ("goal_planner.yaml", "mujoco_franka.yaml", "franka_real.yaml"):

@@ -1,6 +1,7 @@
 """In-process bringup for machines without ``ros2 launch``: the same nodes with the same
 parameters as ``launch/franka_goal.launch.py``, spun by one MultiThreadedExecutor.
 
+    python -m planner_ros.bringup --task reach           # sim-small + icem (config files)
     python -m planner_ros.bringup --task reach --checkpoint state --planner cem_paper
     python -m planner_ros.bringup --no-sim --goal-image goal.png   # real arm (franka_real.yaml)
     python -m planner_ros.bringup --set goal_planner.rate_hz=2 --set mujoco_franka.image_size=64
@@ -31,14 +32,15 @@ class BringupError(ValueError):
 
 @dataclass
 class BringupOptions:
-    """The launch file's arguments plus per-node parameter overrides."""
+    """The launch file's arguments plus per-node parameter overrides. ``None`` (or ``''``) keeps
+    the config files' value, as an empty launch argument does."""
 
     use_sim: bool = True
     task: str = "reach"
-    goal_image: str = ""
-    checkpoint: str = "state"
-    planner: str = "cem_paper"
-    device: str = "auto"
+    goal_image: str | None = None
+    checkpoint: str | None = None
+    planner: str | None = None
+    device: str | None = None
     overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # node -> {param: value}
 
 
@@ -48,12 +50,13 @@ def node_parameters(options: BringupOptions) -> dict[str, dict[str, Any]]:
     planner = load_params(config_file("goal_planner"), "goal_planner")
     if not options.use_sim:
         planner.update(load_params(config_file("franka_real"), "goal_planner"))
-    planner.update(
-        config=options.planner,
-        checkpoint=options.checkpoint,
-        device=options.device,
-        goal_image=options.goal_image,
-    )
+    given = {
+        "config": options.planner,
+        "checkpoint": options.checkpoint,
+        "device": options.device,
+        "goal_image": options.goal_image,
+    }
+    planner.update({name: value for name, value in given.items() if value})
     params = {"goal_planner": planner}
     if options.use_sim:
         sim = load_params(config_file("mujoco_franka"), "mujoco_franka")
@@ -110,10 +113,11 @@ def parse_args(argv: list[str]) -> tuple[BringupOptions, float]:
     parser = argparse.ArgumentParser(prog="python -m planner_ros.bringup", description=__doc__)
     parser.add_argument("--no-sim", dest="use_sim", action="store_false", help="real arm topics")
     parser.add_argument("--task", default="reach")
-    parser.add_argument("--goal-image", default="")
-    parser.add_argument("--checkpoint", default="state", help="'state' = ground-truth states")
-    parser.add_argument("--planner", default="cem_paper", help="planner preset (configs/planner/)")
-    parser.add_argument("--device", default="auto")
+    keep = "default: the config files' value"
+    parser.add_argument("--goal-image", help=f"goal image file ({keep}: '' = goal/image topic)")
+    parser.add_argument("--checkpoint", help=f"'state' = ground-truth states ({keep}: sim-small)")
+    parser.add_argument("--planner", help=f"preset in configs/planner/ ({keep}: icem)")
+    parser.add_argument("--device", help=f"auto | cpu | cuda ({keep}: auto)")
     parser.add_argument("--set", action="append", default=[], metavar="NODE.PARAM=VALUE")
     parser.add_argument("--duration", type=float, default=0.0, help="seconds to run (0: forever)")
     args = parser.parse_args(argv)

@@ -2,7 +2,10 @@
 
 Publishes the camera image, joint states, TCP pose and gripper finger states at ``rate_hz``,
 the task's goal image and goal state (latched), and the task's distance/success on
-``/diagnostics``. Each control tick with a new pose target or gripper command executes one
+``/diagnostics``. With ``subgoals`` (default), multi-stage tasks (push, grasp, pick_place)
+publish their subgoal images in turn instead, switched after the benchmark's numbers of control
+steps (``sim.bench_episodes.goal_schedule``: by step count, never on success), as an operator
+gives V-JEPA 2-AC subgoal images for pick-and-place. Each control tick with a new pose target or gripper command executes one
 0.25 s control step toward it (``robots.franka.pose_delta`` -> ``env.step``, which applies the
 safety filter again). ``~/reset`` starts a new episode (new goal). One thread owns the simulator
 (MuJoCo's GL context and data are not shared across threads).
@@ -36,12 +39,13 @@ from robots.franka import pose_delta
 PARAMETERS: dict[str, object] = {
     "task": "reach",
     "backend": "mujoco",
-    "image_size": 256,
+    "image_size": 128,
     "seed": -1,  # < 0: unseeded
     "rate_hz": 10.0,  # camera/state publishing and control tick rate
     "frame_id": "base",  # robot base frame of poses
     "camera_frame_id": "camera",
     "arm_id": "fr3",  # joint name prefix, as franka_ros2 names them
+    "subgoals": True,  # publish multi-stage tasks' subgoals in turn (false: the final goal only)
     **{name: TOPICS[name] for name in TOPICS},
 }
 
@@ -65,6 +69,9 @@ class MujocoFrankaNode(Node):
         self._ready = threading.Event()
         self._info: dict = {}
         self._error: BaseException | None = None
+        self._goals: list[dict] = []  # this episode's (sub)goal observations; the last is the goal
+        self._stages: list[int] = []  # goal index per control step (the last one holds after)
+        self._goal_index = -1
 
         self._image_pub = self.create_publisher(Image, param("image_topic"), SENSOR_QOS)
         self._pose_pub = self.create_publisher(PoseStamped, param("pose_topic"), SENSOR_QOS)
@@ -177,16 +184,32 @@ class MujocoFrankaNode(Node):
                 obs, _, _, _, info = env.step(action)
                 with self._lock:
                     self._info = info
+                self._publish_goal(self._stages[min(int(info["step"]), len(self._stages) - 1)])
             self._publish_observation(obs)
             next_tick = max(next_tick + period, time.monotonic())
             self._stop_event.wait(next_tick - time.monotonic())
 
     def _reset(self, env) -> dict:
-        """New episode: reset the env, drop pending commands, publish the goal."""
+        """New episode: reset the env, drop pending commands, publish the first (sub)goal."""
+        from sim.bench_episodes import episode_goals, goal_schedule
+
         obs, info = env.reset()
         with self._lock:
             self._pose_target, self._gripper_target, self._info = None, None, info
-        goal = env.unwrapped.goal()
+        task = env.unwrapped
+        self._goals = episode_goals(task, bool(self._param("subgoals")))
+        self._stages = goal_schedule(task.task.name, len(self._goals), task.episode_length)
+        self._goal_index = -1
+        self._publish_goal(self._stages[0])
+        self._publish_observation(obs)
+        return obs
+
+    def _publish_goal(self, index: int) -> None:
+        """Publish (sub)goal ``index`` of the episode on the goal topics, if it is a new one."""
+        if index == self._goal_index:
+            return
+        self._goal_index = index
+        goal = self._goals[index]
         stamp = self.get_clock().now().to_msg()
         self._goal_image_pub.publish(
             array_to_image(goal["image"], frame_id=self._camera_frame_id, stamp=stamp)
@@ -194,9 +217,8 @@ class MujocoFrankaNode(Node):
         goal_state = Float64MultiArray(data=[float(v) for v in goal["state"]])
         goal_state.layout.dim = [MultiArrayDimension(label="x_y_z_roll_pitch_yaw_gripper", size=7)]
         self._goal_state_pub.publish(goal_state)
-        self.get_logger().info(f"episode started: goal state {np.round(goal['state'], 3).tolist()}")
-        self._publish_observation(obs)
-        return obs
+        which = f"subgoal {index + 1}/{len(self._goals)}" if len(self._goals) > 1 else "goal"
+        self.get_logger().info(f"{which}: state {np.round(goal['state'], 3).tolist()}")
 
     def _take_action(self, state: np.ndarray) -> np.ndarray | None:
         """The delta action [7] toward the pending targets (None if no new command arrived)."""
@@ -243,6 +265,7 @@ class MujocoFrankaNode(Node):
                 KeyValue(key="distance", value=str(info.get("distance", float("nan")))),
                 KeyValue(key="success", value=str(bool(info.get("success", False)))),
                 KeyValue(key="step", value=str(info.get("step", 0))),
+                KeyValue(key="goal", value=f"{self._goal_index + 1}/{len(self._goals)}"),
                 KeyValue(key="gripper", value=f"{gripper:.4f}"),
             ],
         )
