@@ -51,6 +51,7 @@ class RobotHarness:
         self.node = rclpy.create_node("robot_harness", context=context)
         self.lock = threading.Lock()
         self.send_images = True
+        self.paused = False  # while set: publish nothing
         self.malformed: Image | None = None  # while set: sent every tick instead of the image
         self.targets: list[PoseStamped] = []
         self.diagnostics: list[dict[str, str]] = []
@@ -74,10 +75,13 @@ class RobotHarness:
         node.create_timer(0.05, self._publish)
 
     def _publish(self) -> None:
+        if self.paused:
+            return
         stamp = self.node.get_clock().now().to_msg()
         pose, gripper = state_to_pose(STATE, "base", stamp)
         self.pose_pub.publish(pose)
         fingers = JointState(name=["fr3_finger_joint1", "fr3_finger_joint2"])
+        fingers.header.stamp = stamp
         fingers.position = list(finger_positions(gripper))
         self.gripper_pub.publish(fingers)
         bad = self.malformed
@@ -191,6 +195,21 @@ def test_watchdog_holds_the_pose_when_images_stop(ros):
         assert any("watchdog" in log.msg and log.level == 30 for log in ros.logs)
     finally:
         ros.send_images = True
+    ros.mode_after("planning", len(ros.diagnostics))
+
+
+def test_plans_only_on_inputs_stamped_after_the_last_command(ros):
+    ros.mode_after("planning", 0, timeout_s=40.0)
+    ros.paused = True
+    try:
+        time.sleep(0.3)  # a cycle already planning finishes
+        start = len(ros.diagnostics)
+        time.sleep(1.0)  # < watchdog_s: without fresh_inputs it would plan ~10 times on old inputs
+        with ros.lock:
+            modes = [d["mode"] for d in ros.diagnostics[start:]]
+        assert "planning" not in modes, modes
+    finally:
+        ros.paused = False
     ros.mode_after("planning", len(ros.diagnostics))
 
 

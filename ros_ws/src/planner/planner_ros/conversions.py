@@ -245,3 +245,8 @@ def finger_positions(closedness: float) -> tuple[float, float]:
     """The two finger joint positions (m) for a closedness in [0, 1] (inverse of the above)."""
     half_width = float(np.clip(1.0 - closedness, 0.0, 1.0)) * MAX_FINGER_WIDTH / 2.0
     return half_width, half_width
+
+
+def stamp_seconds(msg) -> float:
+    """A message's header stamp in seconds (ROS time; 0 when the sender left it unset)."""
+    return msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec

@@ -31,6 +31,7 @@ from planner_ros.conversions import (
     gripper_closedness,
     image_to_array,
     pose_to_state,
+    stamp_seconds,
     state_to_pose,
 )
 from planner_ros.inputs import GoalImageError, InputBuffer, Snapshot, read_goal_image
@@ -54,6 +55,7 @@ PARAMETERS: dict[str, object] = {
     "rate_hz": 4.0,
     "watchdog_s": 1.0,
     "enabled": True,
+    "fresh_inputs": True,  # plan on inputs stamped after the last command (waits <= watchdog_s)
     "goal_image": "",  # image file loaded at start and by ~/set_goal
     "frame_id": "base",  # used until a pose message names its frame
     **{name: topic for name, topic in TOPICS.items() if name != "joint_states_topic"},
@@ -149,6 +151,8 @@ class GoalPlannerNode(Node):
         self._last_rejection = ""
         self._mode = "starting"
         self._planned_goal = -1
+        self._fresh_inputs = bool(param("fresh_inputs"))
+        self._last_command_s: float | None = None  # ROS time of the last planned command
         self._stop_event = threading.Event()
         # Held while a cycle decides and publishes (not while it plans) and while `enabled`
         # changes: once ~/stop has answered, no cycle can publish anything but a hold.
@@ -203,7 +207,7 @@ class GoalPlannerNode(Node):
             self._last_rejection = str(error)
             self.get_logger().warning(f"skipping camera image: {error}")
             return
-        self._inputs.set_image(image, msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec)
+        self._inputs.set_image(image, stamp_seconds(msg))
 
     def _on_pose(self, msg: PoseStamped) -> None:
         try:
@@ -211,11 +215,12 @@ class GoalPlannerNode(Node):
         except MessageError as error:
             self.get_logger().warning(f"skipping end-effector pose: {error}")
             return
-        self._inputs.set_pose(state, msg.header.frame_id or self._param("frame_id"))
+        frame = msg.header.frame_id or self._param("frame_id")
+        self._inputs.set_pose(state, frame, stamp_seconds(msg))
 
     def _on_gripper(self, msg: JointState) -> None:
         try:
-            self._inputs.set_gripper(gripper_closedness(msg))
+            self._inputs.set_gripper(gripper_closedness(msg), stamp_seconds(msg))
         except MessageError as error:
             self.get_logger().warning(f"skipping gripper state: {error}")
 
@@ -285,7 +290,7 @@ class GoalPlannerNode(Node):
         next_tick = time.monotonic()
         while not self._stop_event.is_set():
             try:
-                self._cycle(self._inputs.snapshot())
+                self._cycle(self._await_fresh_inputs())
             except Exception as error:  # noqa: BLE001 - keep the node alive, report loudly
                 self.get_logger().error(f"planning cycle failed: {error!r}")
                 self._report("error", DiagnosticStatus.ERROR, repr(error), {})
@@ -294,6 +299,29 @@ class GoalPlannerNode(Node):
             if next_tick < now:  # overran: start the next cycle now, do not try to catch up
                 next_tick = now
             self._stop_event.wait(next_tick - now)
+
+    def _await_fresh_inputs(self) -> Snapshot:
+        """The inputs to plan on. With ``fresh_inputs``, after a planned command wait (up to
+        ``watchdog_s``) until the image, pose and gripper state are all stamped after it, so no
+        plan starts from the scene as it was before the command it follows (a sim steps on the
+        command at its next tick; a camera frame may be in flight)."""
+        after, snap = self._last_command_s, self._inputs.snapshot()
+        if after is None:
+            return snap
+        deadline = time.monotonic() + self._watchdog_s
+        while snap.inputs_stamp_s <= after and not self._stop_event.is_set():
+            if time.monotonic() >= deadline:
+                self._last_command_s = None  # do not wait again until the next command
+                self.get_logger().warning(
+                    f"no image, pose and gripper state stamped after the last command within "
+                    f"watchdog_s {self._watchdog_s:g}; using the latest (sensor clocks behind "
+                    "this node's? sync them, or set fresh_inputs:=false)",
+                    throttle_duration_sec=10.0,
+                )
+                break
+            self._stop_event.wait(0.005)
+            snap = self._inputs.snapshot()
+        return snap
 
     def _cycle(self, snap: Snapshot) -> None:
         """One control cycle: decide between waiting, holding and planning, then publish. The
@@ -315,6 +343,8 @@ class GoalPlannerNode(Node):
                 return
             action = torch.from_numpy(np.asarray(plan.action, dtype=np.float64))
             target = self._safety.target(torch.from_numpy(snap.state), action).numpy()
+            if self._fresh_inputs:
+                self._last_command_s = self._now_s()
             target = self._publish_target(target, snap)
             self._report(
                 "planning",

@@ -27,6 +27,7 @@ class Snapshot:
         image_received: ``time.monotonic()`` when the image arrived.
         state: float64 ``[7]`` end-effector state (pose + gripper), or None.
         state_received: ``time.monotonic()`` when the pose last arrived.
+        state_stamp_s: the pose header stamp; gripper_stamp_s: the gripper joint states' stamp.
         frame_id: the frame of the last pose.
         goal_image: uint8 ``[H, W, 3]`` goal image, or None.
         goal_state: float64 ``[7]`` state shown in the goal (needed by state-reading models only).
@@ -38,10 +39,17 @@ class Snapshot:
     image_received: float = -np.inf
     state: np.ndarray | None = None
     state_received: float = -np.inf
+    state_stamp_s: float = 0.0
+    gripper_stamp_s: float = 0.0
     frame_id: str = ""
     goal_image: np.ndarray | None = None
     goal_state: np.ndarray | None = None
     goal_version: int = 0
+
+    @property
+    def inputs_stamp_s(self) -> float:
+        """The oldest header stamp of the image, pose and gripper state (ROS time, seconds)."""
+        return min(self.image_stamp_s, self.state_stamp_s, self.gripper_stamp_s)
 
 
 class InputBuffer:
@@ -63,22 +71,27 @@ class InputBuffer:
                 self._snapshot, image=image, image_stamp_s=stamp_s, image_received=time.monotonic()
             )
 
-    def set_pose(self, state: np.ndarray, frame_id: str) -> None:
+    def set_pose(self, state: np.ndarray, frame_id: str, stamp_s: float = 0.0) -> None:
         """Store the pose part of ``state [7]``; the gripper comes from :meth:`set_gripper`."""
         with self._lock:
             state = np.array(state, dtype=np.float64)
             state[6] = self._gripper
             self._snapshot = replace(
-                self._snapshot, state=state, state_received=time.monotonic(), frame_id=frame_id
+                self._snapshot,
+                state=state,
+                state_received=time.monotonic(),
+                state_stamp_s=stamp_s,
+                frame_id=frame_id,
             )
 
-    def set_gripper(self, closedness: float) -> None:
+    def set_gripper(self, closedness: float, stamp_s: float = 0.0) -> None:
         with self._lock:
             self._gripper = float(closedness)
-            if self._snapshot.state is not None:
-                state = self._snapshot.state.copy()
+            state = self._snapshot.state
+            if state is not None:
+                state = state.copy()
                 state[6] = self._gripper
-                self._snapshot = replace(self._snapshot, state=state)
+            self._snapshot = replace(self._snapshot, state=state, gripper_stamp_s=stamp_s)
 
     def set_goal(
         self, image: np.ndarray, state: np.ndarray | None = None, keep_state=False
