@@ -204,10 +204,11 @@ def test_plans_only_on_inputs_stamped_after_the_last_command(ros):
     try:
         time.sleep(0.3)  # a cycle already planning finishes
         start = len(ros.diagnostics)
-        time.sleep(1.0)  # < watchdog_s: without fresh_inputs it would plan ~10 times on old inputs
+        time.sleep(1.2)  # < watchdog_s: without fresh_inputs it plans ~12 times on old inputs
         with ros.lock:
             modes = [d["mode"] for d in ros.diagnostics[start:]]
-        assert "planning" not in modes, modes
+        # At most one: a cycle that a slow CI core kept planning past the first 0.3 s.
+        assert modes.count("planning") <= 1, modes
     finally:
         ros.paused = False
     ros.mode_after("planning", len(ros.diagnostics))
