@@ -20,6 +20,7 @@ if str(ROS_PACKAGE) not in sys.path:  # not pip-installed: use the source tree
     sys.path.insert(0, str(ROS_PACKAGE))
 
 import rclpy  # noqa: E402
+from geometry_msgs.msg import PoseStamped  # noqa: E402
 from planner_ros import bringup  # noqa: E402
 from planner_ros.runtime import init_context, spin_nodes, wait_for  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
@@ -80,7 +81,6 @@ def test_sim_and_planner_reach_the_goal(ros_env):
 def test_sim_publishes_the_subgoals_on_the_benchmark_schedule(ros_env):
     """grasp (30 steps, shares 13, 6, 3, 8): the goal topics carry subgoal 1 at reset, then 2,
     3 and 4 after 13, 19 and 22 executed commands, the states of ``env.subgoals()`` in order."""
-    import sim
     from geometry_msgs.msg import PoseStamped
     from planner_ros.conversions import state_to_pose
     from planner_ros.mujoco_franka import MujocoFrankaNode
@@ -88,6 +88,7 @@ def test_sim_publishes_the_subgoals_on_the_benchmark_schedule(ros_env):
     from planner_ros.topics import COMMAND_QOS, LATCHED_QOS
     from std_msgs.msg import Float64MultiArray
 
+    import sim
     from sim.bench_episodes import goal_schedule
 
     env = sim.make("grasp", image_size=32, seed=5)
@@ -130,6 +131,48 @@ def test_sim_publishes_the_subgoals_on_the_benchmark_schedule(ros_env):
         rclpy.shutdown(context=context)
 
 
+def test_sim_steps_once_per_pose_and_gripper_command(ros_env):
+    """A command's two messages make one control step, not two, even when a sim tick falls
+    between them (40 ms apart here, in either order; the sim ticks every 100 ms)."""
+    import time
+
+    from planner_ros.conversions import state_to_pose
+    from planner_ros.mujoco_franka import MujocoFrankaNode
+    from planner_ros.runtime import as_parameters
+    from planner_ros.topics import COMMAND_QOS
+    from std_msgs.msg import Float64
+
+    context = init_context(DOMAIN_ID)
+    sim_node = MujocoFrankaNode(
+        context=context,
+        parameter_overrides=as_parameters({"task": "reach", "image_size": 32, "rate_hz": 10.0}),
+    )
+    probe = rclpy.create_node("command_probe", context=context)
+    poses = probe.create_publisher(PoseStamped, "target_pose", COMMAND_QOS)
+    grippers = probe.create_publisher(Float64, "gripper/command", COMMAND_QOS)
+    commands = 6
+    try:
+        with spin_nodes(context, [sim_node, probe]):
+            assert wait_for(lambda: poses.get_subscription_count() > 0, 10.0)
+            assert wait_for(lambda: grippers.get_subscription_count() > 0, 10.0)
+            start = sim_node.info.get("step", 0)
+            for index in range(commands):
+                state = np.array([0.46, 0.0, 0.37 - 0.01 * index, np.pi, 0.0, 0.0, 0.0])
+                pose = state_to_pose(state, "base", probe.get_clock().now().to_msg())[0]
+                halves = [(poses, pose), (grippers, Float64(data=0.0))]
+                (first, one), (second, other) = halves if index % 2 else halves[::-1]
+                first.publish(one)
+                time.sleep(0.04)
+                second.publish(other)
+                time.sleep(0.5)
+            time.sleep(0.3)
+            assert sim_node.info["step"] - start == commands, sim_node.info
+    finally:
+        sim_node.destroy_node()
+        probe.destroy_node()
+        rclpy.shutdown(context=context)
+
+
 def test_bringup_command_line_runs_and_exits(ros_env):
     argv = [
         "--checkpoint=state",
@@ -153,7 +196,9 @@ def test_bringup_defaults_come_from_the_config_files():
     assert set(real) == {"goal_planner"}
     assert real["goal_planner"]["checkpoint"] == "sim-small"  # never the sim-only state model
     assert real["goal_planner"]["image_topic"] == "/camera/camera/color/image_raw"
-    options, _ = bringup.parse_args(["--no-sim", "--checkpoint", "/models/mine", "--device", "cuda"])
+    options, _ = bringup.parse_args(
+        ["--no-sim", "--checkpoint", "/models/mine", "--device", "cuda"]
+    )
     real = bringup.node_parameters(options)["goal_planner"]
     assert (real["checkpoint"], real["device"], real["config"]) == ("/models/mine", "cuda", "icem")
 

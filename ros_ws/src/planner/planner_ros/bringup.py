@@ -1,5 +1,6 @@
 """In-process bringup for machines without ``ros2 launch``: the same nodes with the same
-parameters as ``launch/franka_goal.launch.py``, spun by one MultiThreadedExecutor.
+parameters as ``launch/franka_goal.launch.py``, spun by one executor thread
+(``runtime.spin_nodes``).
 
     python -m planner_ros.bringup --task reach           # sim-small + icem (config files)
     python -m planner_ros.bringup --task reach --checkpoint state --planner cem_paper

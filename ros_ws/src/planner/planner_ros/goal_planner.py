@@ -10,7 +10,6 @@ the ``enabled`` parameter true), and diagnostics on ``/diagnostics``.
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -49,7 +48,7 @@ PARAMETERS: dict[str, object] = {
     "config": "icem",  # planner preset: configs/planner/<config>.yaml
     "checkpoint": "sim-small",  # world model path/name; "state"; "random:<preset>" (untrained)
     "device": "auto",
-    "cpu_threads": 0,  # torch threads when planning on the CPU; 0 = one fewer than the cores
+    "cpu_threads": 0,  # torch threads when planning on the CPU; 0 = torch's default
     "planner_overrides": [""],  # "key=value" planner config overrides ("" ignored)
     "robot_limits": "franka",  # configs/robot/<name>.yaml for the safety filter
     "rate_hz": 4.0,
@@ -87,16 +86,18 @@ def build_planner(config: str, checkpoint: str, device: str, overrides: list[str
     return Planner.from_config(config, world_model=model, device=device, overrides=overrides)
 
 
-def cpu_threads(requested: int) -> int:
-    """Torch threads for planning on the CPU: ``requested`` if > 0, else one fewer than the
-    cores (at least one). The node's callbacks (and a sim on the same machine) need a core:
-    with every core in torch's thread pool, a 128 x 12 iCEM plan of sim-small on 2 cores next
-    to the sim node took 2.9-28 s instead of a steady 3.3 s with one thread (measured)."""
+def cpu_threads(requested: int) -> int | None:
+    """Torch threads for planning on the CPU: ``requested`` if > 0, else None (torch's default,
+    one per core). On 2 cores sim-small's 128 x 12 icem plans took 2.0 s with 2 threads and
+    3.3 s with 1 beside the sim node (one executor thread, ``runtime.spin_nodes``); set it
+    lower when other busy processes share the cores.
+
+    Raises:
+        ValueError: ``requested`` < 0.
+    """
     if requested < 0:
-        raise ValueError(f"cpu_threads must be >= 0 (0 = one fewer than the cores), got {requested}")
-    if requested > 0:
-        return requested
-    return max(1, (os.cpu_count() or 1) - 1)
+        raise ValueError(f"cpu_threads must be >= 0 (0 = torch's default), got {requested}")
+    return requested or None
 
 
 def unsafe_target(target: np.ndarray, state: np.ndarray, limits: FrankaLimits) -> str:
@@ -138,8 +139,9 @@ class GoalPlannerNode(Node):
         self._planner = build_planner(
             param("config"), param("checkpoint"), param("device"), overrides
         )
-        if self._planner.device.type == "cpu":
-            torch.set_num_threads(cpu_threads(int(param("cpu_threads"))))
+        threads = cpu_threads(int(param("cpu_threads")))
+        if threads is not None and self._planner.device.type == "cpu":
+            torch.set_num_threads(threads)
         # The ground-truth-state model reads the goal's state, not its pixels: the goal image and
         # the goal state arrive on separate topics, so plan only once both are there.
         self._needs_goal_state = param("checkpoint") == "state"

@@ -5,7 +5,8 @@ the task's goal image and goal state (latched), and the task's distance/success 
 ``/diagnostics``. With ``subgoals`` (default), multi-stage tasks (push, grasp, pick_place)
 publish their subgoal images in turn instead, switched after the benchmark's numbers of control
 steps (``sim.bench_episodes.goal_schedule``: by step count, never on success), as an operator
-gives V-JEPA 2-AC subgoal images for pick-and-place. Each control tick with a new pose target or gripper command executes one
+gives V-JEPA 2-AC subgoal images for pick-and-place. A command is a pose target plus a gripper
+command; the tick by which both have arrived (or one has waited a tick alone) executes one
 0.25 s control step toward it (``robots.franka.pose_delta`` -> ``env.step``, which applies the
 safety filter again). ``~/reset`` starts a new episode (new goal). One thread owns the simulator
 (MuJoCo's GL context and data are not shared across threads).
@@ -63,6 +64,7 @@ class MujocoFrankaNode(Node):
         self._lock = threading.Lock()
         self._pose_target: np.ndarray | None = None  # [6] pose part of the latest target
         self._gripper_target: float | None = None
+        self._half_waited = False  # a lone pose or gripper command has waited one tick
         self._reset_request = threading.Event()
         self._reset_done = threading.Event()
         self._stop_event = threading.Event()
@@ -196,6 +198,7 @@ class MujocoFrankaNode(Node):
         obs, info = env.reset()
         with self._lock:
             self._pose_target, self._gripper_target, self._info = None, None, info
+            self._half_waited = False
         task = env.unwrapped
         self._goals = episode_goals(task, bool(self._param("subgoals")))
         self._stages = goal_schedule(task.task.name, len(self._goals), task.episode_length)
@@ -224,9 +227,15 @@ class MujocoFrankaNode(Node):
         """The delta action [7] toward the pending targets (None if no new command arrived)."""
         with self._lock:
             pose, gripper = self._pose_target, self._gripper_target
-            self._pose_target, self._gripper_target = None, None
-        if pose is None and gripper is None:
-            return None
+            if pose is None and gripper is None:
+                return None
+            if (pose is None or gripper is None) and not self._half_waited:
+                # One command is a pose and a gripper message: give the other one tick to
+                # arrive, so one command is one control step (not a pose step, then a gripper
+                # step, which would also run the subgoal schedule at twice the pace).
+                self._half_waited = True
+                return None
+            self._pose_target, self._gripper_target, self._half_waited = None, None, False
         current = torch.from_numpy(np.asarray(state, dtype=np.float64))
         target = current.clone()
         if pose is not None:

@@ -16,7 +16,7 @@ from typing import Any
 import rclpy
 import yaml
 from rclpy.context import Context
-from rclpy.executors import Executor, MultiThreadedExecutor
+from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.parameter import Parameter
 
 PACKAGE = "planner"
@@ -109,9 +109,16 @@ class BackgroundSpinner:
         self._thread.join(timeout=5.0)
 
 
-def spin_nodes(context: Context, nodes: list, threads: int = 4) -> BackgroundSpinner:
-    """Add ``nodes`` to a new MultiThreadedExecutor and return an (unstarted) spinner for it."""
-    executor = MultiThreadedExecutor(num_threads=threads, context=context)
+def spin_nodes(context: Context, nodes: list) -> BackgroundSpinner:
+    """Add ``nodes`` to a new SingleThreadedExecutor and return an (unstarted) spinner for it.
+
+    One thread: the callbacks only store inputs or answer services (planning and simulation run
+    in the nodes' own threads), and rclpy's executors are Python, so every executor thread
+    competes for the GIL with those threads. Measured (`latency_bench --checkpoint state
+    --image-size 128`, 2 cores): a 4-thread MultiThreadedExecutor reached 0.6-1.9 commands/s
+    of the 4 asked for, with plans stalled up to 5.8 s; this one 4.0/s, image->command 40-48 ms.
+    """
+    executor = SingleThreadedExecutor(context=context)
     for node in nodes:
         executor.add_node(node)
     return BackgroundSpinner(executor)
