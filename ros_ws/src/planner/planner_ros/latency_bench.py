@@ -30,6 +30,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 
 from planner_ros import bringup
+from planner_ros.conversions import stamp_seconds
 from planner_ros.runtime import init_context, spin_nodes, wait_for
 from planner_ros.topics import COMMAND_QOS
 
@@ -48,7 +49,7 @@ class Probe:
 
     def _on_target(self, msg: PoseStamped) -> None:
         now = self.node.get_clock().now().nanoseconds * 1e-9
-        stamp = msg.header.stamp.sec + 1e-9 * msg.header.stamp.nanosec
+        stamp = stamp_seconds(msg)
         with self.lock:
             self.arrivals.append(time.monotonic())
             self.transport_ms.append(1e3 * (now - stamp))
