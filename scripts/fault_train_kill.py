@@ -36,7 +36,7 @@ def collect_toy_data(root: Path) -> Path:
     """Two recorded MuJoCo ``reach`` episodes of 6 steps at 64 px (as the pipeline test)."""
     from sim.collect import collect
 
-    collect(root, ["reach"], 2, seed=0, workers=1, progress=False, image_size=64, steps=6)
+    collect(root, ["reach"], 2, workers=1, progress=False, image_size=64, steps=6)
     return root
 
 

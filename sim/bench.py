@@ -49,7 +49,7 @@ from sim.bench_episodes import (
     run_episode,
     run_lanes,
 )
-from sim.tasks import TASK_NAMES
+from sim.tasks import EVALUATION_SEEDS_START, TASK_NAMES, TRAINING_SEEDS_START
 from world_model.state_model import StateWorldModel
 
 __all__ = [
@@ -116,7 +116,7 @@ class BenchConfig:
     models: tuple[str, ...] = ("state",)
     baselines: tuple[str, ...] = BASELINES
     episodes: int = 10
-    seed: int = 0
+    seed: int = EVALUATION_SEEDS_START
     backend: str = "mujoco"
     image_size: int = 256
     steps: int | None = None
@@ -185,6 +185,12 @@ def prepare(config: BenchConfig) -> tuple[list[Method], torch.device]:
     _check_names("backend", (config.backend,), sorted(BACKENDS))
     if config.episodes < 1:
         raise BenchError(f"episodes must be >= 1, got {config.episodes}")
+    if config.seed < 0 or config.seed + config.episodes > TRAINING_SEEDS_START:
+        raise BenchError(
+            f"seeds {config.seed}..{config.seed + config.episodes - 1} leave the evaluation "
+            f"range 0..{TRAINING_SEEDS_START - 1:,} (seeds from {TRAINING_SEEDS_START:,} up are "
+            "training scenes, jepa-mpc collect)"
+        )
     if config.steps is not None and config.steps < 1:
         raise BenchError(f"steps must be >= 1, got {config.steps}")
     if config.image_size < 16:
@@ -290,7 +296,9 @@ def parse_args(argv: list[str]) -> tuple[BenchConfig, Path]:
     parser.add_argument("--models", help="state, build:<preset>, a checkpoint path or name")
     parser.add_argument("--baselines", help="random,expert (or 'none')")
     parser.add_argument("--episodes", type=int)
-    parser.add_argument("--seed", type=int)
+    parser.add_argument(
+        "--seed", type=int, help=f"first episode's seed (default {EVALUATION_SEEDS_START})"
+    )
     parser.add_argument("--backend")
     parser.add_argument("--image-size", type=int, dest="image_size")
     parser.add_argument("--steps", type=int, help="control steps (default: task length)")

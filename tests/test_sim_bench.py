@@ -53,7 +53,7 @@ def test_same_seeds_starts_and_goals_across_methods(reach_run):
     assert set(by_method) == {"random", "expert", "icem@state"}
     reference = by_method["expert"]
     for episodes in by_method.values():
-        assert [e["seed"] for e in episodes] == [0, 1]
+        assert [e["seed"] for e in episodes] == [10_000, 10_001]
         assert all(e["steps"] == 8 for e in episodes)
         for episode, ref in zip(episodes, reference, strict=True):
             np.testing.assert_allclose(episode["start_state"], ref["start_state"], atol=1e-6)
@@ -162,6 +162,7 @@ def test_batched_episodes_match_the_sequential_run(tmp_path, capsys):
         ("--baselines", "oracle", bench.BenchError, "oracle"),
         ("--episodes", "0", bench.BenchError, "episodes"),
         ("--batch-episodes", "0", bench.BenchError, "batch_episodes must be >= 1"),
+        ("--seed", "999999", bench.BenchError, "training scenes"),
     ],
 )
 def test_bad_requests_raise_and_write_nothing(tmp_path, capsys, flag, value, error, words):
