@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from robots.config import ConfigError, load_config
 from world_model.checkpoint import load as load_model
@@ -268,6 +269,9 @@ def run_steps(stage, config, info, objective, module, optimizer, schedule, loade
     checkpoints = Checkpointer(Path(config.out), config.keep_checkpoints)
     stop = config.steps if config.halt_after is None else min(config.steps, config.halt_after)
     began, batches = time.perf_counter(), iter(loader)
+    bar = tqdm(
+        total=stop, initial=start, desc=f"train {stage}", unit="step", disable=not info.is_main
+    )
     for step in range(start, stop):
         objective.begin_step(step)
         batch = next(batches)
@@ -280,14 +284,15 @@ def run_steps(stage, config, info, objective, module, optimizer, schedule, loade
         schedule.step()
         objective.end_step(step + 1)
         done = step + 1
+        bar.update(1)
         if done % config.log_every == 0 or done == stop or done == start + 1:
             values = mean_across_ranks({k: float(v.detach()) for k, v in terms.items()}, info)
             if log is not None:
                 log.write(done, {**values, "lr": lr, "seconds": time.perf_counter() - began})
-                print(
+                bar.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
+                bar.write(
                     f"[train {stage}] step {done}/{config.steps} "
-                    + " ".join(f"{k} {v:.4f}" for k, v in values.items()),
-                    flush=True,
+                    + " ".join(f"{k} {v:.4f}" for k, v in values.items())
                 )
         if info.is_main and (done % config.checkpoint_every == 0 or done == stop):
             state = {
@@ -299,6 +304,10 @@ def run_steps(stage, config, info, objective, module, optimizer, schedule, loade
                 "rng": rng_state(),
             }
             checkpoints.save(state, done)
+            if log is not None:  # the loss plot follows the run, checkpoint by checkpoint
+                out = Path(config.out)
+                plot_losses(out / "metrics.csv", out / "loss.png", objective.metric_names)
+    bar.close()
     if info.is_main and stop == config.steps:
         out = Path(config.out)
         save_model(objective.final_model(), out / "model", overwrite=True)

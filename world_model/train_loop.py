@@ -283,7 +283,7 @@ def plot_losses(csv_path: Path, png_path: Path, names: tuple[str, ...]) -> Path:
     for name in names:
         axes.plot(steps, [float(r[name]) for r in rows], label=name)
     axes.set_xlabel("step")
-    axes.set_ylabel("L1 loss")
+    axes.set_ylabel("loss / metric")
     if rows and all(float(r[n]) > 0 for r in rows for n in names):
         axes.set_yscale("log")
     axes.legend()
