@@ -1,4 +1,4 @@
-"""``jepa-mpc render`` and ``jepa-mpc bench-env`` run end to end and write their outputs."""
+"""``jepa-mpc render``, ``bench-env`` and ``presets`` run end to end and write their outputs."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ import json
 
 import imageio.v2 as imageio
 
-from sim import bench_env, render
-from sim.backend import Backend, make_backend
+from jepa_mpc import bench_env, render
 
 
 def test_render_writes_reset_goal_and_subgoal_pngs(tmp_path):
@@ -26,11 +25,3 @@ def test_bench_env_writes_json(tmp_path, capsys):
     rows = json.loads(out.read_text())
     assert [row["backend"] for row in rows] == ["mujoco"] and rows[0]["renders_per_s"] > 0
     assert "nonexistent" in capsys.readouterr().out
-
-
-def test_mujoco_backend_satisfies_the_protocol():
-    backend = make_backend("mujoco", image_size=32)
-    try:
-        assert isinstance(backend, Backend)
-    finally:
-        backend.close()

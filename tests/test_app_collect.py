@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from jepa_mpc.collect import collect, main
 from robots.franka import integrate_pose
-from sim.collect import collect, main
 from world_model.data import TrajectoryReader
 
 

@@ -10,7 +10,7 @@ import imageio.v2 as imageio
 import pytest
 
 import world_model
-from sim.demo import main
+from jepa_mpc.demo import main
 
 SMALL_PLANNER = [
     "--override",

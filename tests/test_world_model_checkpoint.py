@@ -301,7 +301,7 @@ def test_save_overwrite_leaves_no_temp_folders(saved: Path) -> None:
 
 
 def test_demo_and_bench_pass_no_verify_to_the_loader(saved: Path, tmp_path: Path) -> None:
-    from sim import bench, demo
+    from jepa_mpc import bench, demo
 
     assert demo.parse_args(["--no-verify"]).no_verify
     assert not demo.parse_args([]).no_verify
@@ -313,5 +313,5 @@ def test_demo_and_bench_pass_no_verify_to_the_loader(saved: Path, tmp_path: Path
         demo.load_model(str(saved), "cpu")
     assert demo.load_model(str(saved), "cpu", verify=False).config.img_size == 64
     with pytest.raises(ChecksumError):
-        bench.load_model(str(saved), torch.device("cpu"))
-    assert bench.load_model(str(saved), torch.device("cpu"), verify=False) is not None
+        world_model.resolve_model(str(saved), torch.device("cpu"))
+    assert world_model.resolve_model(str(saved), torch.device("cpu"), verify=False) is not None
