@@ -37,7 +37,7 @@ class DemoError(ValueError):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse and check the command line; raises DemoError on bad values."""
     parser = argparse.ArgumentParser(prog="jepa-mpc demo", description=__doc__)
-    parser.add_argument("--model", default="sim-small", help="bundled name or checkpoint path")
+    parser.add_argument("--model", default="sim-small", help="bundled name, checkpoint path, ...")
     parser.add_argument("--planner", default=CPU_PLANNER, help="configs/planner preset or YAML")
     parser.add_argument(
         "--override",
@@ -67,11 +67,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def load_model(spec: str, device: str | torch.device, verify: bool = True):
     """``world_model.resolve_model`` with an error that says how to get the model when it is
-    missing."""
+    missing, or that it is not an image model."""
     try:
-        return resolve_model(spec, device, verify=verify)
+        model = resolve_model(spec, device, verify=verify)
     except FileNotFoundError as error:
         raise FileNotFoundError(f"world model {spec!r} not found ({error}); {TRAIN_HINT}") from None
+    if getattr(model, "config", None) is None:  # the ground-truth-state model sees no pixels
+        raise DemoError(
+            "the demo plans from camera images: give an image world model (sim-small, "
+            f"random:<preset>, a checkpoint path), not {spec!r}"
+        )
+    return model
 
 
 def run_episode(model, planner, seed: int, steps: int | None, log=print) -> dict:

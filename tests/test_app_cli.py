@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import imageio.v2 as imageio
+import pytest
 
-from jepa_mpc import bench_env, render
+from jepa_mpc import bench_env, presets, render
+from robots.config import list_presets
 
 
 def test_render_writes_reset_goal_and_subgoal_pngs(tmp_path):
@@ -25,3 +27,28 @@ def test_bench_env_writes_json(tmp_path, capsys):
     rows = json.loads(out.read_text())
     assert [row["backend"] for row in rows] == ["mujoco"] and rows[0]["renders_per_s"] > 0
     assert "nonexistent" in capsys.readouterr().out
+
+
+def test_presets_lists_groups_keys_and_values(capsys):
+    """``jepa-mpc presets``: every group with its presets; a group's keys with defaults (what a
+    key=value override may set); one preset's values."""
+    assert presets.main([]) == 0
+    out = capsys.readouterr().out
+    for group in ("bench", "model", "planner", "robot", "task", "train"):
+        assert f"  {group} " in out
+    assert ", ".join(list_presets("planner")) in out and "icem_readout" in out
+    assert presets.main(["planner"]) == 0
+    out = capsys.readouterr().out
+    assert "actor.samples" in out and "int = 800" in out and "cost.readout_weights" in out
+    assert presets.main(["planner", "icem"]) == 0
+    values = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines()[1:])
+    assert values["actor.name"] == "'icem'" and values["actor.samples"] == "128"
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [(["robots"], "unknown preset group 'robots'; known: bench"), (["task", "fly"], "fly")],
+)
+def test_presets_refuses_unknown_names(capsys, argv, words):
+    assert presets.main(argv) == 2
+    assert words in capsys.readouterr().err
