@@ -22,22 +22,7 @@ import torch
 
 from jepa_mpc.bench_episodes import PlannerPolicy
 from planner import Planner
-from planner.soak_metrics import (
-    CLOCKS,
-    LATENCY_BAR_PCT,
-    RSS_BAR_PCT,
-    SoakError,
-    judge,
-    load_average,
-    load_row,
-    memory_growth,
-    memory_rows,
-    print_summary,
-    resident_mb,
-    trend,
-    trend_rows,
-    write_plot,
-)
+from planner import soak_metrics as metrics
 from world_model.files import write_json
 from world_model.state_model import StateWorldModel
 
@@ -73,8 +58,8 @@ def run_steps(
         series["step_ms"].append(1e3 * (time.perf_counter() - began))
         series["cpu_ms"].append(1e3 * (time.process_time() - cpu))
         series["plan_ms"].append(1e3 * plan_s)
-        series["rss_mb"].append(resident_mb())
-        series["load"].append(load_average())
+        series["rss_mb"].append(metrics.resident_mb())
+        series["load"].append(metrics.load_average())
         series["episode"].append(episode)
         if progress is not None:
             progress(step, info)
@@ -95,12 +80,12 @@ def analyse(
     steps = np.arange(len(series["plan_ms"]))
     after = slice(warmup, None)
     kilo_steps = steps[after] / 1000.0
-    memory = memory_growth(series["rss_mb"], warmup)
-    latency = trend(kilo_steps, series["plan_ms"][after])
-    plan_cpu = trend(kilo_steps, series["plan_cpu_ms"][after])
-    step_latency = trend(kilo_steps, series["step_ms"][after])
-    cpu = trend(kilo_steps, series["cpu_ms"][after])
-    load = trend(kilo_steps, series["load"][after])
+    memory = metrics.memory_growth(series["rss_mb"], warmup)
+    latency = metrics.trend(kilo_steps, series["plan_ms"][after])
+    plan_cpu = metrics.trend(kilo_steps, series["plan_cpu_ms"][after])
+    step_latency = metrics.trend(kilo_steps, series["step_ms"][after])
+    cpu = metrics.trend(kilo_steps, series["cpu_ms"][after])
+    load = metrics.trend(kilo_steps, series["load"][after])
     return {
         "memory": memory,
         "plan_latency_ms": latency,
@@ -111,7 +96,9 @@ def analyse(
         "load_average": load,
         "episodes": int(series["episode"][-1]) + 1,
         "success_rate": float(np.mean(series["episode_success"] or [np.nan])),
-        "passed": judge(memory, latency if clock == "wall" else plan_cpu, rss_bar, latency_bar),
+        "passed": metrics.judge(
+            memory, latency if clock == "wall" else plan_cpu, rss_bar, latency_bar
+        ),
     }
 
 
@@ -127,10 +114,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--rss-bar", type=float, default=RSS_BAR_PCT, help="max RSS growth %%")
-    parser.add_argument("--latency-bar", type=float, default=LATENCY_BAR_PCT, help="max drift %%")
     parser.add_argument(
-        "--clock", choices=CLOCKS, default="wall", help="latency the drift bar judges (cpu: shared)"
+        "--rss-bar", type=float, default=metrics.RSS_BAR_PCT, help="max RSS growth %%"
+    )
+    parser.add_argument(
+        "--latency-bar", type=float, default=metrics.LATENCY_BAR_PCT, help="max drift %%"
+    )
+    parser.add_argument(
+        "--clock",
+        choices=metrics.CLOCKS,
+        default="wall",
+        help="latency the drift bar judges (cpu: shared)",
     )
     parser.add_argument("--out", type=Path, default=Path("soak.json"), help="JSON results")
     parser.add_argument("--plot", type=Path, default=None, help="also write this PNG")
@@ -138,13 +132,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("overrides", nargs="*", help="planner key=value, e.g. actor.samples=200")
     args = parser.parse_args(argv)
     if args.steps < 20 or not 1 <= args.warmup <= args.steps - 10:
-        raise SoakError(
+        raise metrics.SoakError(
             f"need --steps >= 20 and 1 <= --warmup <= steps - 10, got {args.steps}, {args.warmup}"
         )
     if args.threads is not None and args.threads < 1:
-        raise SoakError(f"--threads must be >= 1, got {args.threads}")
+        raise metrics.SoakError(f"--threads must be >= 1, got {args.threads}")
     if args.image_size is not None and args.image_size < 16:
-        raise SoakError(f"--image-size must be >= 16 pixels, got {args.image_size}")
+        raise metrics.SoakError(f"--image-size must be >= 16 pixels, got {args.image_size}")
     return args
 
 
@@ -163,7 +157,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     def progress(step: int, info: dict) -> None:
         if (step + 1) % args.every == 0:
             print(
-                f"step {step + 1}/{args.steps}  RSS {resident_mb():.1f} MiB  "
+                f"step {step + 1}/{args.steps}  RSS {metrics.resident_mb():.1f} MiB  "
                 f"distance {info['distance']:.3f} m  {time.perf_counter() - started:.0f} s",
                 flush=True,
             )
@@ -188,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
         result = soak(args)
-    except (SoakError, ValueError, FileNotFoundError) as error:
+    except (metrics.SoakError, ValueError, FileNotFoundError) as error:
         print(f"jepa-mpc soak: error: {error}", file=sys.stderr)
         return 2
     summary, s = result["summary"], result["settings"]
@@ -202,19 +196,19 @@ def main(argv: list[str] | None = None) -> int:
     wall_bar, cpu_bar = (
         (args.latency_bar, None) if args.clock == "wall" else (None, args.latency_bar)
     )
-    rows = memory_rows(summary["memory"], args.rss_bar)
-    rows += trend_rows("plan wall", summary["plan_latency_ms"], "1000 steps", wall_bar)
-    rows += trend_rows("plan CPU", summary["plan_cpu_ms"], "1000 steps", cpu_bar)
-    rows += trend_rows("step wall", summary["step_latency_ms"], "1000 steps", None)
-    rows += [load_row(summary["load_average"])]
-    print_summary(title, rows, summary["passed"])
+    rows = metrics.memory_rows(summary["memory"], args.rss_bar)
+    rows += metrics.trend_rows("plan wall", summary["plan_latency_ms"], "1000 steps", wall_bar)
+    rows += metrics.trend_rows("plan CPU", summary["plan_cpu_ms"], "1000 steps", cpu_bar)
+    rows += metrics.trend_rows("step wall", summary["step_latency_ms"], "1000 steps", None)
+    rows += [metrics.load_row(summary["load_average"])]
+    metrics.print_summary(title, rows, summary["passed"])
     write_json(args.out, result)
     print(f"wrote {args.out}")
     if args.plot is not None:
         series = result["series"]
         steps = range(1, args.steps + 1)
         latencies = {"plan (wall)": series["plan_ms"], "plan (CPU)": series["plan_cpu_ms"]}
-        write_plot(args.plot, steps, series["rss_mb"], latencies, "planning step")
+        metrics.write_plot(args.plot, steps, series["rss_mb"], latencies, "planning step")
         print(f"wrote {args.plot}")
     return 0 if all(summary["passed"].values()) else 1
 
