@@ -4,6 +4,7 @@ actor on one problem, and the evaluation-efficiency table on the ground-truth-st
 from __future__ import annotations
 
 import argparse
+import sys
 
 import numpy as np
 import torch
@@ -123,7 +124,7 @@ def print_tables(latency_rows: list[dict], efficiency_rows: list[dict], model_na
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; see ``--help``."""
+    """Run the benchmark; see ``--help``. Returns 2 when the model spec names no model."""
     parser = argparse.ArgumentParser(prog="jepa-mpc bench-planner", description=__doc__)
     parser.add_argument("--model", default="random:small", help=f"model spec: {MODEL_SPEC_HELP}")
     parser.add_argument("--device", default="auto")
@@ -136,7 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     if "cem_paper" not in actors:
         actors.insert(0, "cem_paper")  # the efficiency table's reference
     device = resolve_device(args.device)
-    model, model_name = resolve_model(args.model, device), args.model
+    try:
+        model, model_name = resolve_model(args.model, device), args.model
+    except (ValueError, FileNotFoundError) as error:
+        print(f"jepa-mpc bench-planner: {error}", file=sys.stderr)
+        return 2
     latency_rows = latency(model, actors, max(args.repeats, 1), device)
     efficiency_rows = efficiency(actors, max(args.problems, 1), device)
     print_tables(latency_rows, efficiency_rows, model_name)
