@@ -34,7 +34,7 @@ def wheel(tmp_path_factory) -> Path:
     for package in PACKAGES:
         shutil.copytree(REPO / package, source / package, ignore=ignore)
     command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation"]
-    command += ["--no-index", "-q", "-w", str(root / "dist"), str(source)]
+    command += ["--no-index", "--no-cache-dir", "-q", "-w", str(root / "dist"), str(source)]
     run = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     (built,) = (root / "dist").glob("jepa_mpc-*.whl")
