@@ -13,9 +13,9 @@ import torch
 
 import sim
 import world_model
+from jepa_mpc.collect import collect
 from planner import Planner
 from robots.franka import SafetyFilter
-from sim.collect import collect
 from world_model.train import main as train_main
 
 

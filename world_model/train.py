@@ -26,6 +26,7 @@ from world_model.checkpoint import save as save_model
 from world_model.data import DatasetError, DatasetNotFoundError, TrajectoryDataset
 from world_model.data.lerobot import LeRobotReader, is_lerobot_dataset
 from world_model.errors import CheckpointError, CheckpointNotFoundError
+from world_model.files import write_json
 from world_model.model import WorldModel, build
 from world_model.regularizers import REGULARIZERS, RegularizerSection
 from world_model.train_encoder import EncoderObjective
@@ -249,7 +250,7 @@ def train(stage: str, config: TrainConfig) -> Path:
     log = None
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(json.dumps(asdict(config), indent=1))
+        write_json(out / "train_config.json", asdict(config), indent=1)
         log = MetricsLog(out, objective.metric_names, start)
         print(
             f"[train {stage}] steps {start}..{config.steps} on {info.device} "

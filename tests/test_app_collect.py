@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
+from jepa_mpc.collect import collect, main
 from robots.franka import integrate_pose
-from sim.collect import collect, main
 from sim.tasks import TRAINING_SEEDS_START
 from world_model.data import TrajectoryReader
 
@@ -48,7 +48,9 @@ def test_collect_writes_readable_consistent_episodes(tmp_path: Path) -> None:
 
 
 def test_collect_is_seeded(tmp_path: Path) -> None:
-    kwargs = dict(episodes=1, seed=TRAINING_SEEDS_START + 7, workers=1, progress=False, image_size=32, steps=3)
+    kwargs = dict(
+        episodes=1, seed=TRAINING_SEEDS_START + 7, workers=1, progress=False, image_size=32, steps=3
+    )
     collect(tmp_path / "a", ["reach"], **kwargs)
     collect(tmp_path / "b", ["reach"], **kwargs)
     first, second = TrajectoryReader(tmp_path / "a"), TrajectoryReader(tmp_path / "b")
