@@ -13,6 +13,7 @@ from world_model.errors import (
     ImageError,
     InputShapeError,
     ModelSpecError,
+    NoCriticError,
     NoReadoutError,
     WorldModelError,
 )
@@ -30,6 +31,7 @@ __all__ = [
     "ImageError",
     "InputShapeError",
     "ModelSpecError",
+    "NoCriticError",
     "NoReadoutError",
     "PredictorConfig",
     "WorldModel",
