@@ -4,6 +4,7 @@ opt-in cost term and what the planner does with it."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 from pathlib import Path
@@ -97,7 +98,9 @@ def read_metrics(out: Path) -> list[dict[str, float]]:
 def trained(data_dir, tiny_residual, tmp_path_factory) -> Path:
     """A tiny model whose critic was trained on ``data_dir`` (the run folder)."""
     out = tmp_path_factory.mktemp("critic_run")
-    train("critic", critic_config(data_dir, out, model=str(tiny_residual)))
+    train(
+        "critic", critic_config(data_dir, out, "critic.imagined_weight=0", model=str(tiny_residual))
+    )
     return out
 
 
@@ -238,3 +241,39 @@ def test_the_planner_with_the_critic_moves_toward_a_later_frame(data_dir, traine
     plan = planner.plan(obs, {"image": episode.frames[-1]})
     assert plan.actions[0, 0] > 0.02  # +x, the way the episodes went
     assert plan.action[0] > 0.0
+
+
+def test_the_imagined_step_bound_caches_random_moves_and_bounds_one_step(
+    data_dir, tiny_residual, tmp_path
+) -> None:
+    from world_model.critic_data import EXPLORE_GRIPPER, EXPLORE_RADIUS, LatentCache
+    from world_model.train_critic import CriticObjective
+
+    out = tmp_path / "run"
+    config = critic_config(data_dir, out, "critic.imagined_weight=1.0", model=str(tiny_residual))
+    train("critic", config)
+    cache = LatentCache(**torch.load(out / "critic_latents.pt")["cache"])
+    assert cache.explored.shape == cache.encoded.shape
+    moves = cache.explored_actions
+    assert bool((moves[:, :3].norm(dim=1) <= EXPLORE_RADIUS + 1e-6).all())
+    assert bool((moves[:, 6].abs() <= EXPLORE_GRIPPER).all()) and bool((moves[:, 3:6] == 0).all())
+    assert any(row["imagined"] > 0 for row in read_metrics(out))
+
+    model = world_model.load(out / "model")
+    objective = CriticObjective(model, config.critic, data_dir, out, verbose=False)
+    batch = next(iter(objective.stream(64, seed=5, rank=0, start=0, tasks=None)))
+    goals = cache.encoded[batch["goal"]].float()
+
+    def bound(value: float, start_value: float) -> float:
+        """The term with a critic that rates every imagined step ``value`` and a target
+        network that rates every frame t ``start_value``."""
+        objective.target = lambda latents, states, goal: torch.full((len(latents),), start_value)
+
+        def critic(latents, states, goal):
+            return torch.full((len(latents),), value)
+
+        frames = batch["frame"]
+        return float(objective.imagined_bound(critic, frames, goals, contextlib.nullcontext))
+
+    assert bound(value=8.0, start_value=10.0) == pytest.approx(((9.0 - 8.0) / 10.0) ** 2)
+    assert bound(value=9.5, start_value=10.0) == 0.0  # a step may shorten the way by 1

@@ -1,6 +1,7 @@
 """The critic stage's latent cache: every frame of a trajectory dataset encoded once by the
-frozen encoder, and predicted 1..R steps ahead by the frozen predictor along the episode's own
-actions (re-derived from its states, as the planner integrates them), stored in float16.
+frozen encoder, predicted 1..R steps ahead by the frozen predictor along the episode's own
+actions (re-derived from its states, as the planner integrates them), and (``explore``)
+predicted one step ahead under a random action of the planner's scale, stored in float16.
 
 On sim-small's 15 646 frames (64 tokens x 192) that is 385 MB per latent set; building it costs
 a few minutes on one CPU core against ~1 s per training step if each step encoded its frames.
@@ -23,7 +24,9 @@ from world_model.data import actions_from_states, open_reader
 from world_model.model import WorldModel
 from world_model.train_loop import atomic_save
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+EXPLORE_RADIUS = 0.06  # metres: random translations are uniform in direction, |t| <= this
+EXPLORE_GRIPPER = 0.75  # random gripper moves are uniform in +-this, on half of the actions
 
 
 @dataclass
@@ -35,6 +38,9 @@ class LatentCache:
         predicted: float16 [R, F, N, D]; predicted[h - 1, f] is the latent of frame f + h as
             the predictor imagines it from frame f (rows whose f + h leaves the episode are
             predictions past its end, never sampled).
+        explored: float16 [F, N, D] (or [0, N, D] without ``explore``): frame f + 1 as the
+            predictor imagines it from frame f under the random action ``explored_actions[f]``
+            (float32 [F, 7]), what a planner's candidates look like.
         states: float32 [F, 7] end-effector states.
         episode_of: int64 [F] episode of each frame. first, length: int64 [E] per episode.
         tasks: [E] task names.
@@ -42,6 +48,8 @@ class LatentCache:
 
     encoded: torch.Tensor
     predicted: torch.Tensor
+    explored: torch.Tensor
+    explored_actions: torch.Tensor
     states: torch.Tensor
     episode_of: torch.Tensor
     first: torch.Tensor
@@ -52,15 +60,15 @@ class LatentCache:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
 
-def fingerprint(model: WorldModel, episodes: list[dict], rollout_steps: int) -> str:
-    """sha256 over the frozen weights (encoder, predictor), the episode index and R."""
+def fingerprint(model: WorldModel, episodes: list[dict], rollout_steps: int, explore: bool) -> str:
+    """sha256 over the frozen weights (encoder, predictor), the episode index, R and explore."""
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
         if name.startswith(("encoder.", "predictor.")):
             digest.update(name.encode())
             digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
     summary = [(e["index"], e["length"], e["task"]) for e in episodes]
-    digest.update(json.dumps([CACHE_VERSION, rollout_steps, summary]).encode())
+    digest.update(json.dumps([CACHE_VERSION, rollout_steps, explore, summary]).encode())
     return digest.hexdigest()
 
 
@@ -84,13 +92,32 @@ def predict_ahead(
     return torch.cat(parts).transpose(0, 1)  # [R, T, N, D]
 
 
+def random_actions(count: int, generator: torch.Generator) -> torch.Tensor:
+    """[count, 7] random 1-step actions of a planner's scale: a translation of uniform
+    direction and length up to ``EXPLORE_RADIUS``, no rotation, and on half of them a gripper
+    move uniform in +-``EXPLORE_GRIPPER``."""
+    direction = torch.randn(count, 3, generator=generator)
+    direction = direction / direction.norm(dim=1, keepdim=True).clamp_min(1e-9)
+    length = EXPLORE_RADIUS * torch.rand(count, 1, generator=generator)
+    gripper = EXPLORE_GRIPPER * (2 * torch.rand(count, 1, generator=generator) - 1)
+    gripper = gripper * (torch.rand(count, 1, generator=generator) < 0.5)
+    return torch.cat((direction * length, torch.zeros(count, 3), gripper), dim=1)
+
+
 @torch.no_grad()
 def build_cache(
-    model: WorldModel, source, rollout_steps: int, batch: int = 64, verbose: bool = True
+    model: WorldModel,
+    source,
+    rollout_steps: int,
+    batch: int = 64,
+    verbose: bool = True,
+    explore: bool = False,
 ) -> LatentCache:
     """Encode (and predict from) every frame of ``source`` (a dataset folder or reader)."""
     reader = open_reader(source)
+    generator = torch.Generator().manual_seed(0)
     encoded, predicted, states, episode_of, tasks = [], [], [], [], []
+    explored, explored_actions = [], []
     began = time.perf_counter()
     for index in range(len(reader.episodes)):
         episode = reader.episode(index)
@@ -103,6 +130,15 @@ def build_cache(
         if rollout_steps:
             ahead = predict_ahead(model, latents, state, rollout_steps, batch)
             predicted.append(ahead.half().cpu())
+        if explore:
+            moves = random_actions(len(frames), generator)
+            windows = moves.to(model.device)[:, None]  # [T, 1, 7]
+            parts = [
+                model.rollout(latents[i : i + batch], state[i : i + batch], windows[i : i + batch])
+                for i in range(0, len(frames), batch)
+            ]
+            explored.append(torch.cat(parts)[:, 0].half().cpu())
+            explored_actions.append(moves)
         states.append(state.cpu())
         episode_of.append(torch.full((len(frames),), index, dtype=torch.int64))
         tasks.append(episode.task)
@@ -119,9 +155,12 @@ def build_cache(
         all_predicted = torch.cat(predicted, dim=1)
     else:
         all_predicted = all_encoded.new_zeros((0, *all_encoded.shape))
+    empty = all_encoded.new_zeros((0, *all_encoded.shape[1:]))
     return LatentCache(
         encoded=all_encoded,
         predicted=all_predicted,
+        explored=torch.cat(explored) if explore else empty,
+        explored_actions=torch.cat(explored_actions) if explore else torch.zeros(0, 7),
         states=torch.cat(states),
         episode_of=torch.cat(episode_of),
         first=first,
@@ -137,11 +176,12 @@ def load_or_build_cache(
     batch: int,
     cache_file: Path | None,
     verbose: bool = True,
+    explore: bool = False,
 ) -> LatentCache:
     """The cache from ``cache_file`` when it holds this model's and dataset's latents, else
     built (and written there atomically, when a file is given)."""
     reader = open_reader(source)
-    key = fingerprint(model, reader.episodes, rollout_steps)
+    key = fingerprint(model, reader.episodes, rollout_steps, explore)
     if cache_file is not None and cache_file.is_file():
         try:
             stored = torch.load(cache_file, map_location="cpu", weights_only=True)
@@ -157,7 +197,7 @@ def load_or_build_cache(
                 stacklevel=2,
             )
     began = time.perf_counter()
-    cache = build_cache(model, reader, rollout_steps, batch, verbose)
+    cache = build_cache(model, reader, rollout_steps, batch, verbose, explore)
     if verbose:
         print(
             f"[train critic] latent cache: {len(cache.states)} frames, {rollout_steps} step(s) "

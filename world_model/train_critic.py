@@ -10,6 +10,12 @@ episode (a negative). Targets (``critic_targets``), in control steps:
   same episode    y = min(j - p, 1 + V'(z_{p+1}, s_{p+1}, g))   (0 when g is frame p itself)
   other episode   y = max_steps                                 (a goal the data never reached)
 
+and, on imagined steps (``imagined_weight``), a one-sided bound: from frame t, the predictor's
+latent after a *random* action of the planner's scale must not look more than one step closer
+to the goal than frame t itself, V(ẑ_{t+1}(a), s_{t+1}(a), g) >= V'(z_t, s_t, g) - 1. A planner
+ranks hundreds of such imagined outcomes and picks the lowest; without the bound the critic is
+free to be optimistic about outcomes no episode showed, and the planner finds them.
+
 j - p is what the episode took (an upper bound); the temporal-difference term, from a slowly
 moving copy V' of the critic (EMA, ``target_momentum``), is lower where the critic has learned
 a shorter way (stitching episodes; an episode idling at its goal). Encoded latents of every
@@ -28,6 +34,7 @@ from torch import nn
 from torch.utils.data import IterableDataset, get_worker_info
 
 from robots.config import ConfigError
+from robots.franka import rollout_states
 from world_model.critic import OUTPUT_SCALE
 from world_model.critic_data import LatentCache, load_or_build_cache
 from world_model.model import WorldModel
@@ -49,6 +56,8 @@ class CriticSection:
         free_goal_tasks: tasks whose scenes differ only in the hand's pose (no object to
             move): a frame of one is not a negative for a frame of another (the hand gets
             there in a few steps).
+        imagined_weight: weight of the one-step bound on imagined random actions (0: off; the
+            cache then holds no random-action predictions).
         target_momentum: EMA momentum of the temporal-difference target network.
         encode_batch: frames per encoder / predictor call while building the cache.
         cache_latents: keep the cache in ``out/critic_latents.pt`` (a resumed run reuses it).
@@ -63,6 +72,7 @@ class CriticSection:
     negative_fraction: float = 0.25
     negative_weight: float = 1.0
     free_goal_tasks: list[str] = field(default_factory=lambda: ["reach"])
+    imagined_weight: float = 0.0
     target_momentum: float = 0.99
     encode_batch: int = 64
     cache_latents: bool = True
@@ -79,6 +89,8 @@ def check_section(section: CriticSection) -> None:
         raise ConfigError("critic.rollout_steps must be >= 0, hidden and max_steps >= 1")
     if not 0.0 <= section.target_momentum < 1.0 or section.negative_weight < 0:
         raise ConfigError("critic.target_momentum must be in [0, 1), negative_weight >= 0")
+    if section.imagined_weight < 0:
+        raise ConfigError("critic.imagined_weight must be >= 0")
 
 
 class CriticSamples(IterableDataset):
@@ -188,7 +200,7 @@ class CriticObjective:
     """Training state of the critic stage: the frozen model, its latent cache, the trainable
     ``module`` (the critic; a model without one gets a fresh one) and the EMA target copy."""
 
-    metric_names = ("loss", "positive_mae", "negative_value", "ordered")
+    metric_names = ("loss", "positive_mae", "negative_value", "ordered", "imagined")
 
     def __init__(
         self,
@@ -212,7 +224,13 @@ class CriticObjective:
             out / "critic_latents.pt" if out is not None and section.cache_latents else None
         )
         self.cache = load_or_build_cache(
-            model, source, section.rollout_steps, section.encode_batch, cache_file, verbose
+            model,
+            source,
+            section.rollout_steps,
+            section.encode_batch,
+            cache_file,
+            verbose,
+            explore=section.imagined_weight > 0,
         )
         model.critic.train()
         self.module = model.critic
@@ -260,6 +278,10 @@ class CriticObjective:
         target = critic_targets(steps_left, bootstrap, negative, self.model.config.critic.max_steps)
         weight = torch.where(negative, self.section.negative_weight, 1.0)
         loss = (weight * ((value - target) / OUTPUT_SCALE).square()).mean()
+        imagined = loss.new_zeros(())
+        if self.section.imagined_weight > 0:
+            imagined = self.imagined_bound(module, batch["frame"], goals, autocast)
+            loss = loss + self.section.imagined_weight * imagined
         positive = ~negative
         moving = positive & (steps_left > 0)
         return {
@@ -267,7 +289,25 @@ class CriticObjective:
             "positive_mae": _masked_mean((value - target).abs(), positive),
             "negative_value": _masked_mean(value, negative),
             "ordered": _masked_mean((value > bootstrap).float(), moving),
+            "imagined": imagined.detach(),
         }
+
+    def imagined_bound(
+        self, module: nn.Module, frame: torch.Tensor, goals: torch.Tensor, autocast
+    ) -> torch.Tensor:
+        """Mean squared shortfall (in ``OUTPUT_SCALE`` units) of V on the cached random-action
+        predictions from ``frame`` [B] below V'(frame) - 1 (see the module docstring)."""
+        cache, device = self.cache, self.model.device
+        start_state = cache.states[frame].to(device)
+        moves = cache.explored_actions[frame].to(device)[:, None]  # [B, 1, 7]
+        moved_state = rollout_states(start_state, moves)[:, -1]
+        with torch.no_grad():
+            start = cache.encoded[frame].to(device, torch.float32)
+            floor = self.target(start, start_state, goals).float() - 1.0
+        with autocast():
+            explored = cache.explored[frame].to(device, torch.float32)
+            value = module(explored, moved_state, goals).float()
+        return ((floor - value).clamp_min(0.0) / OUTPUT_SCALE).square().mean()
 
     def begin_step(self, step: int) -> None:
         """Nothing to do (the samples are a function of the step)."""
