@@ -204,6 +204,10 @@ def test_a_critic_survives_save_and_load_and_old_checkpoints_load_without_one(tm
 def test_the_critic_term_is_opt_in_and_needs_a_model_with_a_critic() -> None:
     assert load_planner_config("icem").cost.critic_weight == 0.0
     assert load_planner_config("icem_critic").cost.critic_weight > 0
+    only = load_planner_config("icem_critic_only").cost
+    assert only.goal_weight == 0 and only.critic_weight > 0
+    both = load_planner_config("icem_readout_critic").cost
+    assert both.uses_readout and both.uses_critic
     with pytest.raises(ConfigError, match="critic_weight"):
         load_planner_config("icem", ["cost.critic_weight=-1"])
     with pytest.raises(ConfigError, match="train critic") as refused:
