@@ -23,7 +23,10 @@ class ActionBounds:
             (metres; paper: 0.075).
         rotation_max: per-axis limit on the Euler deltas (radians; 0 = rotation not searched).
         gripper_max: limit on |Δgripper| (release: 0.75; 0 = gripper not searched).
-        gripper_snap: |Δgripper| below this becomes 0 (release: 0.25; 0 = no snapping).
+        gripper_snap: |Δgripper| below this becomes 0 in every sampled and returned action
+            (our variant; 0 = no snapping).
+        final_gripper_snap: |Δgripper| below this becomes 0 in the returned plan only, the
+            samples are left as drawn (the release's rule: 0.25; 0 = no snapping).
     """
 
     translation_max: float = 0.05
@@ -31,6 +34,7 @@ class ActionBounds:
     rotation_max: float = 0.0
     gripper_max: float = 0.75
     gripper_snap: float = 0.0
+    final_gripper_snap: float = 0.0
 
 
 @dataclass
@@ -93,6 +97,8 @@ class ActorConfig:
         momentum: new = momentum * old + (1 - momentum) * fitted, for mean and std.
         init_std_translation, init_std_rotation, init_std_gripper: initial sampling std.
         min_std: floor on the std of searched dimensions (0: none).
+        unbiased_std: CEM/iCEM refit the elites' std with Bessel's correction (divide by K - 1,
+            the release's ``torch.std``) instead of by K (our default).
         final: "mean" (the distribution's mean, release) or "best" (best sequence seen).
         warm_start: start from the previous plan shifted by one step (receding horizon).
         noise_beta: iCEM colored-noise exponent over time (0 white, 2 brown).
@@ -113,6 +119,7 @@ class ActorConfig:
     init_std_rotation: float = 0.1
     init_std_gripper: float = 0.5
     min_std: float = 0.0
+    unbiased_std: bool = False
     final: str = "mean"
     warm_start: bool = False
     noise_beta: float = 2.0
@@ -153,6 +160,8 @@ def validate(config: PlannerConfig) -> PlannerConfig:
             raise ConfigError(f"actor.{name} must be >= 1, got {getattr(actor, name)}")
     if actor.elites > actor.samples:
         raise ConfigError(f"actor.elites ({actor.elites}) exceeds actor.samples ({actor.samples})")
+    if actor.unbiased_std and actor.elites < 2:
+        raise ConfigError("actor.unbiased_std needs actor.elites >= 2 (the std of one elite)")
     if actor.final not in ("mean", "best"):
         raise ConfigError(f"actor.final must be 'mean' or 'best', got {actor.final!r}")
     if not 0.0 <= actor.momentum < 1.0 or not 0.0 <= actor.keep_elites <= 1.0:
@@ -162,6 +171,8 @@ def validate(config: PlannerConfig) -> PlannerConfig:
     bounds = config.bounds
     if min(bounds.translation_max, bounds.rotation_max, bounds.gripper_max) < 0:
         raise ConfigError("action bounds must be >= 0")
+    if min(bounds.gripper_snap, bounds.final_gripper_snap) < 0:
+        raise ConfigError("bounds.gripper_snap and bounds.final_gripper_snap must be >= 0")
     if bounds.translation_l1 is not None and bounds.translation_l1 <= 0:
         raise ConfigError(f"bounds.translation_l1 must be > 0, got {bounds.translation_l1}")
     return config

@@ -7,7 +7,16 @@ import math
 
 import torch
 
-from planner.actors.base import ActionSpace, ActorResult, Problem, keep_best, pick_final, shift
+from planner.actors.base import (
+    ActionSpace,
+    ActorResult,
+    Problem,
+    elite_moments,
+    keep_best,
+    pick_final,
+    refit,
+    shift,
+)
 from planner.config import ActorConfig
 
 
@@ -58,8 +67,8 @@ def population_sizes(config: ActorConfig) -> list[int]:
 class ICEM:
     """iCEM over [H, 7] action sequences.
 
-    Reads: horizon, samples, iterations, elites, momentum, init_std_*, min_std, final,
-    warm_start, noise_beta, population_decay, keep_elites. Population sizes follow
+    Reads: horizon, samples, iterations, elites, momentum, init_std_*, min_std, unbiased_std,
+    final, warm_start, noise_beta, population_decay, keep_elites. Population sizes follow
     ``population_sizes`` (fixed by the config, so shapes are known in advance). The kept elites
     keep their energies inside one plan (the model is deterministic); across control steps
     they are shifted and scored again. The mean joins the last iteration's population.
@@ -102,10 +111,9 @@ class ICEM:
             order = torch.topk(energy, cfg.elites, largest=False).indices
             elites, elite_energy = actions[order], energy[order]  # [K, H, 7], [K]
             carried, carried_energy = elites[: self.kept], elite_energy[: self.kept]
-            mean = cfg.momentum * mean + (1 - cfg.momentum) * elites.mean(dim=0)
-            elite_std = elites.std(dim=0, unbiased=False)
-            std = space.clamp_std(cfg.momentum * std + (1 - cfg.momentum) * elite_std, cfg.min_std)
+            fitted_mean, fitted_std = elite_moments(elites, cfg.unbiased_std)
+            mean, std = refit(space, mean, std, fitted_mean, fitted_std, cfg)
             best_actions, best_energy = keep_best(best_actions, best_energy, actions, energy)
-        actions, energy = pick_final(cfg.final, space.project(mean), best_actions, problem)
+        actions, energy = pick_final(cfg.final, mean, best_actions, problem, space)
         self._prev_mean, self._prev_elites = actions, carried
         return ActorResult(actions=actions, energy=energy, elites=elites)
