@@ -10,7 +10,7 @@ from pathlib import Path
 from robots.config import ConfigError, load_config
 from robots.franka import Workspace
 
-ACTORS = ("cem", "icem", "gd", "cem+gd", "mppi")
+ACTORS = ("cem", "icem", "gd", "cem+gd", "mppi", "amortised")
 
 
 @dataclass
@@ -107,6 +107,12 @@ class ActorConfig:
         restarts: GD random restarts (one batch). steps: GD (or CEM+GD refinement) steps.
         learning_rate: Adam step size (metres per step, roughly).
         temperature: MPPI temperature, in units of the population's energy std.
+        policy: amortised: the proposal policy (a ``.safetensors`` path, a folder holding
+            ``policy.safetensors``, a bundled model name such as ``sim-small``) or "none".
+        refine_samples, refine_iterations: amortised: the small iCEM search around the proposal.
+        refine_std: amortised: its sampling std, as a fraction of ``init_std_*``.
+        probes: amortised: sequences drawn from the full search's initial distribution; when one
+            scores lower than the refined proposal, the full search runs (0: never).
     """
 
     name: str = "cem"
@@ -129,6 +135,11 @@ class ActorConfig:
     steps: int = 30
     learning_rate: float = 0.005
     temperature: float = 0.5
+    policy: str = "none"
+    refine_samples: int = 16
+    refine_iterations: int = 2
+    refine_std: float = 0.25
+    probes: int = 8
 
 
 @dataclass
@@ -155,7 +166,7 @@ def validate(config: PlannerConfig) -> PlannerConfig:
     actor = config.actor
     if actor.name not in ACTORS:
         raise ConfigError(f"unknown actor {actor.name!r}; known: {', '.join(ACTORS)}")
-    for name in ("horizon", "samples", "iterations", "elites", "restarts"):
+    for name in ("horizon", "samples", "iterations", "elites", "restarts", "refine_samples"):
         if getattr(actor, name) < 1:
             raise ConfigError(f"actor.{name} must be >= 1, got {getattr(actor, name)}")
     if actor.elites > actor.samples:
@@ -166,6 +177,8 @@ def validate(config: PlannerConfig) -> PlannerConfig:
         raise ConfigError(f"actor.final must be 'mean' or 'best', got {actor.final!r}")
     if not 0.0 <= actor.momentum < 1.0 or not 0.0 <= actor.keep_elites <= 1.0:
         raise ConfigError("actor.momentum must be in [0, 1) and actor.keep_elites in [0, 1]")
+    if actor.refine_iterations < 0 or actor.probes < 0 or actor.refine_std <= 0:
+        raise ConfigError("actor.refine_iterations and actor.probes must be >= 0, refine_std > 0")
     if actor.temperature <= 0 or actor.population_decay < 1.0:
         raise ConfigError("actor.temperature must be > 0 and actor.population_decay >= 1")
     bounds = config.bounds

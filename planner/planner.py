@@ -113,7 +113,7 @@ class Planner:
             )
         self.cost = Cost(config.cost)
         self.space = ActionSpace(config.bounds, self.device)
-        self.actor = make_actor(config.actor, self.space)
+        self.actor = make_actor(config.actor, self.space, world_model)
         self.safety = SafetyFilter(load_limits(config.robot))
         self.generator = torch.Generator(device=self.device)
         self.evaluation_batch = EvaluationBatch()

@@ -20,7 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench-model": ("world_model.bench", "time one predictor rollout (FLOPs, % of peak)"),
     "bench-planner": ("planner.bench", "per-action planning time and energy for each actor"),
     "collect": ("sim.collect", "record expert and random-walk trajectories for training"),
-    "train": ("world_model.train", "train the encoder or the action-conditioned predictor"),
+    "train": (
+        "world_model.train",
+        "train the encoder, the predictor, the readout, or ('train policy') the proposal policy",
+    ),
     "soak": ("sim.soak", "long planning run in sim: resident memory growth and latency drift"),
 }
 
@@ -43,8 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"jepa-mpc: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[command][0])
-    return int(module.main(rest) or 0)
+    name = COMMANDS[command][0]
+    if command == "train" and rest[:1] == ["policy"]:  # the planner's proposal, not a model stage
+        name, rest = "planner.policy_train", rest[1:]
+    return int(importlib.import_module(name).main(rest) or 0)
 
 
 if __name__ == "__main__":
