@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -20,6 +20,7 @@ POLICY_FILE = "policy.safetensors"
 FORMAT = "jepa-mpc/policy/v1"
 WORKSPACE_CENTRE = (0.525, 0.0, 0.305)  # metres: positions are fed relative to it, in dm
 STATE_FEATURES = 10  # position (3), sin and cos of the Euler angles (6), gripper (1)
+GOAL_FEATURES = 4  # goal position minus current position (3, dm), goal gripper minus current
 
 
 class PolicyError(ConfigError):
@@ -34,6 +35,10 @@ class PolicyConfig:
         num_patches, latent_dim: the latent shape [N, D] of the world model it was made for.
         horizon: actions proposed (H). hidden: width of both MLPs.
         limit: [7] per-dimension action bound; outputs are tanh-squashed into it.
+        goal_readout: also read the goal state that the world model's readout head reads off
+            the goal latent (its position and gripper, relative to the current state): a
+            head trained on far more frames than the policy sees, so the policy mostly learns
+            a correction to "go there".
     """
 
     num_patches: int
@@ -41,6 +46,7 @@ class PolicyConfig:
     horizon: int = 1
     hidden: int = 128
     limit: tuple[float, ...] = (0.075, 0.075, 0.075, 0.0, 0.0, 0.0, 0.75)
+    goal_readout: bool = False
 
 
 def state_features(state: torch.Tensor) -> torch.Tensor:
@@ -50,6 +56,12 @@ def state_features(state: torch.Tensor) -> torch.Tensor:
     angles = state[:, ROT]
     position = (state[:, POS] - centre) * 10.0
     return torch.cat((position, angles.sin(), angles.cos(), state[:, GRIPPER:]), dim=-1)
+
+
+def goal_features(state: torch.Tensor, goal_state: torch.Tensor) -> torch.Tensor:
+    """[B, 7] current and read goal states -> [B, 4]: position difference (dm), gripper's."""
+    difference = goal_state.to(state) - state
+    return torch.cat((difference[:, POS] * 10.0, difference[:, GRIPPER:]), dim=-1)
 
 
 class ProposalPolicy(nn.Module):
@@ -67,8 +79,9 @@ class ProposalPolicy(nn.Module):
         self.token_mlp = nn.Sequential(
             nn.Linear(2 * width, hidden), nn.GELU(), nn.Linear(hidden, hidden)
         )
+        extra = GOAL_FEATURES if config.goal_readout else 0
         self.head = nn.Sequential(
-            nn.Linear(2 * hidden + STATE_FEATURES, hidden),
+            nn.Linear(2 * hidden + STATE_FEATURES + extra, hidden),
             nn.GELU(),
             nn.Linear(hidden, hidden),
             nn.GELU(),
@@ -77,21 +90,31 @@ class ProposalPolicy(nn.Module):
         self.register_buffer("limit", torch.tensor(config.limit, dtype=torch.float32))
 
     def forward(
-        self, latent: torch.Tensor, goal_latent: torch.Tensor, state: torch.Tensor
+        self,
+        latent: torch.Tensor,
+        goal_latent: torch.Tensor,
+        state: torch.Tensor,
+        goal_state: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Proposed actions.
 
         Args:
             latent: [B, N, D] current latents. goal_latent: [B, N, D] (or [1, N, D]).
             state: [B, 7] current end-effector states.
+            goal_state: [B, 7] (or [1, 7]) the goal state read off ``goal_latent`` by the
+                world model's readout; needed when ``config.goal_readout``.
 
         Returns:
             [B, H, 7] actions inside ``limit``.
         """
         goal_latent = goal_latent.expand_as(latent)
         tokens = self.token_mlp(torch.cat((latent, goal_latent), dim=-1))  # [B, N, hidden]
-        pooled = torch.cat((tokens.mean(dim=1), tokens.amax(dim=1)), dim=-1)
-        raw = self.head(torch.cat((pooled, state_features(state)), dim=-1))
+        features = [tokens.mean(dim=1), tokens.amax(dim=1), state_features(state)]
+        if self.config.goal_readout:
+            if goal_state is None:
+                raise PolicyError("this proposal policy reads the goal's readout state: pass it")
+            features.append(goal_features(state, goal_state.expand_as(state)))
+        raw = self.head(torch.cat(features, dim=-1))
         actions = raw.unflatten(-1, (self.config.horizon, ACTION_DIM))
         return torch.tanh(actions) * self.limit
 
@@ -139,8 +162,6 @@ def load_policy(path_or_name: str | Path, device: torch.device | str = "cpu") ->
     """
     path = policy_path(path_or_name)
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
         state = load_file(path)
@@ -160,16 +181,23 @@ def load_policy(path_or_name: str | Path, device: torch.device | str = "cpu") ->
 
 def policy_info(path_or_name: str | Path) -> dict:
     """The ``info`` a policy file was saved with (how it was made)."""
-    from safetensors import safe_open
-
     with safe_open(str(policy_path(path_or_name)), framework="pt") as handle:
         return json.loads((handle.metadata() or {}).get("info", "{}"))
 
 
-def check_fits(policy: ProposalPolicy, num_patches: int, latent_dim: int, horizon: int) -> None:
-    """Raise ``PolicyError`` unless ``policy`` reads [num_patches, latent_dim] latents and
-    proposes at least ``horizon`` actions."""
+def check_fits(policy: ProposalPolicy, world_model, horizon: int) -> None:
+    """Raise ``PolicyError`` unless ``policy`` reads ``world_model``'s [N, D] latents (and its
+    readout, if the policy uses it) and proposes at least ``horizon`` actions."""
     config = policy.config
+    num_patches, latent_dim = world_model.num_patches, world_model.latent_dim
+    has_readout = callable(getattr(world_model, "read_state", None)) and (
+        getattr(world_model, "readout", True) is not None
+    )
+    if config.goal_readout and not has_readout:
+        raise PolicyError(
+            "the proposal policy reads the goal through the world model's readout head, and "
+            f"{type(world_model).__name__} has none (or set actor.policy=none)"
+        )
     if (config.num_patches, config.latent_dim) != (num_patches, latent_dim):
         raise PolicyError(
             f"the proposal policy reads [{config.num_patches}, {config.latent_dim}] latents, "

@@ -23,7 +23,7 @@ import torch
 
 from planner.actors.base import ActionSpace
 from planner.config import PlannerConfig, load_planner_config
-from planner.planner import Planner
+from planner.planner import Planner, has_readout
 from planner.policy import PolicyConfig, ProposalPolicy, save_policy
 from robots.config import ConfigError
 from robots.franka import GRIPPER, integrate_pose, pose_delta
@@ -32,13 +32,16 @@ from robots.franka import GRIPPER, integrate_pose, pose_delta
 @dataclass
 class Frames:
     """A dataset, encoded. images: uint8 [F, H, W, 3]; latents: [F, N, D]; states: [F, 7];
-    episode: [F] episode index of each frame; last: [F] index of its episode's last frame."""
+    episode: [F] episode index of each frame; last: [F] index of its episode's last frame;
+    readout: [F, 7] the state the model's readout head reads off each frame (as the planner
+    reads a goal: gripper binarised when its cost says so), or None."""
 
     images: np.ndarray
     latents: torch.Tensor
     states: torch.Tensor
     episode: np.ndarray
     last: np.ndarray
+    readout: torch.Tensor | None = None
 
 
 def encode_dataset(model, root: str, batch: int = 64) -> Frames:
@@ -144,7 +147,18 @@ class Labels:
 def predict(policy: ProposalPolicy, frames: Frames, labels: Labels) -> torch.Tensor:
     """The policy's proposals [M, H, 7] for the labels' (current, goal) pairs."""
     now, then = torch.from_numpy(labels.current), torch.from_numpy(labels.goal)
-    return policy(frames.latents[now], frames.latents[then], frames.states[now])
+    goal_state = frames.readout[then] if policy.config.goal_readout else None
+    return policy(frames.latents[now], frames.latents[then], frames.states[now], goal_state)
+
+
+def read_goals(model, frames: Frames, config: PlannerConfig) -> torch.Tensor:
+    """[F, 7] the readout's state of every frame, the gripper binarised as ``Planner`` does
+    for goals when the cost has a readout threshold."""
+    states = torch.cat([model.read_state(part) for part in frames.latents.split(256)]).cpu()
+    threshold = config.cost.readout_gripper_threshold
+    if config.cost.uses_readout and threshold is not None:
+        states[:, GRIPPER] = (states[:, GRIPPER] >= threshold).float()
+    return states
 
 
 def fit(
@@ -160,7 +174,7 @@ def fit(
     learning-rate decay); returns the last 100 steps' mean loss."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    optimizer = torch.optim.AdamW(policy.parameters(), lr=2e-3, weight_decay=1e-4)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=2e-3, weight_decay=1e-2)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
     losses = []
     policy.train()
@@ -208,6 +222,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--held-out", type=float, default=0.1, dest="held_out")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--no-goal-readout",
+        action="store_true",
+        dest="no_goal_readout",
+        help="do not feed the readout head's goal state to the policy",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("overrides", nargs="*", help="overrides of the imitated planner")
     args = parser.parse_args(argv)
@@ -270,6 +290,8 @@ def train_policy(args: argparse.Namespace, command: str, log=print) -> dict:
     frames = encode_dataset(model, args.data)
     seconds = time.perf_counter() - started
     log(f"[train policy] encoded {len(frames.images)} frames ({seconds:.0f} s)")
+    if has_readout(model) and not args.no_goal_readout:
+        frames.readout = read_goals(model, frames, config)
     planner = Planner(config, model, device) if args.planner_labels else None
     training, held_out = label_sets(frames, config, planner, args, log)
     labelled = time.perf_counter()
@@ -281,9 +303,12 @@ def train_policy(args: argparse.Namespace, command: str, log=print) -> dict:
             config.actor.horizon,
             args.hidden,
             tuple(float(v) for v in space.limit),
+            goal_readout=frames.readout is not None,
         )
     ).to(device)
     frames.latents, frames.states = frames.latents.to(device), frames.states.to(device)
+    if frames.readout is not None:
+        frames.readout = frames.readout.to(device)
     loss = fit(policy, frames, list(training.values()), args.steps, args.batch, args.seed, log)
     info = {
         "command": command,

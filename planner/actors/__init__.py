@@ -41,7 +41,7 @@ def make_actor(
     """The actor named by ``config.name`` (see ``planner.config.ACTORS``); ``world_model``
     lets an actor that carries learned parts (``amortised``) check that they fit it."""
     if config.name == "amortised":
-        return Amortised(config, space, world_model)
+        return ACTOR_CLASSES["amortised"](config, space, world_model)
     return ACTOR_CLASSES[config.name](config, space)
 
 
