@@ -208,8 +208,11 @@ class RolloutBatcher:
 
 
 class LaneModel:
-    """One lane's view of a ``RolloutBatcher``'s model (a ``LatentWorldModel``, not an
-    ``nn.Module``: ``Planner`` leaves it where it is and checks ``device`` instead).
+    """One lane's view of a ``RolloutBatcher``'s model: a ``LatentWorldModel`` whose ``rollout``
+    goes through the batcher; every other member (``encode``, ``read_state``, ``readout``,
+    ``config``, ...) is the real model's, so a lane model has exactly the protocol members the
+    real one has. Not an ``nn.Module``: ``Planner`` leaves it where it is and checks
+    ``device`` instead.
 
     Attributes:
         num_patches, latent_dim: the real model's latent shape [N, D].
@@ -233,3 +236,9 @@ class LaneModel:
     def rollout(self, z0: torch.Tensor, s0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """z0 [B, N, D], s0 [B, 7], actions [B, H, 7] -> [B, H, N, D], through the batcher."""
         return self.batcher.rollout(self.index, z0, s0, actions)
+
+    def __getattr__(self, name: str) -> Any:
+        """Any other member is the real model's (called directly, not batched)."""
+        if name in ("batcher", "index") or name.startswith("__"):
+            raise AttributeError(name)  # not set yet (copy, pickle): never recurse
+        return getattr(self.batcher.world_model, name)

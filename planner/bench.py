@@ -4,33 +4,20 @@ actor on one problem, and the evaluation-efficiency table on the ground-truth-st
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
-from pathlib import Path
+import sys
 
 import numpy as np
 import torch
 
 from planner.planner import Planner, resolve_device
 from planner.protocol import LatentWorldModel
+from world_model import MODEL_SPEC_HELP, resolve_model
+from world_model.files import write_json
 from world_model.state_model import StateWorldModel
 
 ACTORS = ("cem_paper", "cem_release", "icem", "gd", "cem+gd", "mppi")
 START = np.array([0.5, 0.0, 0.3, np.pi, 0.0, 0.0, 0.0], np.float32)
 FLOOR_METRES = 1e-4  # Franka repeatability: energies below a 0.1 mm error are not told apart
-
-
-def build_model(preset: str, device: torch.device) -> tuple[LatentWorldModel, str]:
-    """``world_model.build(preset)``, or the StateWorldModel when that is not available."""
-    if preset == "state":
-        return StateWorldModel().to(device), "state"
-    try:
-        from world_model import build
-    except ImportError as error:
-        print(f"world_model.build is not importable ({error}); using the StateWorldModel")
-        return StateWorldModel().to(device), "state"
-    return build(preset, device=device, seed=0), preset
 
 
 def latency(
@@ -136,20 +123,10 @@ def print_tables(latency_rows: list[dict], efficiency_rows: list[dict], model_na
         )
 
 
-def write_json(path: str, payload: dict) -> None:
-    """Write ``payload`` to ``path`` atomically (temp file, then rename)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=target.parent, suffix=".tmp")
-    with os.fdopen(handle, "w", encoding="utf-8") as stream:
-        json.dump(payload, stream, indent=2)
-    os.replace(temp, target)
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Run the benchmark; see ``--help``."""
+    """Run the benchmark; see ``--help``. Returns 2 when the model spec names no model."""
     parser = argparse.ArgumentParser(prog="jepa-mpc bench-planner", description=__doc__)
-    parser.add_argument("--model", default="small", help="world_model preset, or 'state'")
+    parser.add_argument("--model", default="random:small", help=f"model spec: {MODEL_SPEC_HELP}")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--actors", default=",".join(ACTORS), help="comma-separated presets")
     parser.add_argument("--repeats", type=int, default=3)
@@ -160,7 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     if "cem_paper" not in actors:
         actors.insert(0, "cem_paper")  # the efficiency table's reference
     device = resolve_device(args.device)
-    model, model_name = build_model(args.model, device)
+    try:
+        model, model_name = resolve_model(args.model, device), args.model
+    except (ValueError, FileNotFoundError) as error:
+        print(f"jepa-mpc bench-planner: {error}", file=sys.stderr)
+        return 2
     latency_rows = latency(model, actors, max(args.repeats, 1), device)
     efficiency_rows = efficiency(actors, max(args.problems, 1), device)
     print_tables(latency_rows, efficiency_rows, model_name)

@@ -23,10 +23,10 @@ import numpy as np
 import torch
 
 from planner.actors.base import ActionSpace
-from planner.bench import write_json
 from planner.config import load_planner_config
 from planner.planner import Planner, resolve_device
 from planner.policy import PolicyConfig, ProposalPolicy, save_policy
+from world_model.files import write_json, write_text
 
 PRESETS = ("cem_paper", "cem_release", "icem", "fast")
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -190,10 +190,7 @@ def update_doc(path: Path, table: str) -> None:
         text = head + block + rest.split(END, 1)[1]
     else:
         text = f"{text.rstrip()}\n\n## GPU figures (`scripts/gpu_bench.sh`)\n\n{block}\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        handle.write(text)
-    Path(handle.name).replace(path)
+    write_text(path, text)
 
 
 def names(text: str, known: tuple[str, ...], flag: str) -> list[str]:

@@ -37,6 +37,9 @@ class ActionBounds:
     final_gripper_snap: float = 0.0
 
 
+LATENT_DISTANCES = ("l1", "l2")
+
+
 @dataclass
 class CostConfig:
     """Weights of the energy's terms (see ``planner.cost``); the default is the paper's energy.
@@ -47,6 +50,9 @@ class CostConfig:
         action_weight: mean over the horizon of the L1 norm of each action.
         workspace_weight: metres outside ``workspace``, summed over the integrated states.
         workspace: the box used by the workspace term.
+        distance: how a predicted frame's latent is compared with the goal's: "l1" (mean
+            absolute difference, the paper's) or "l2" (root mean square difference, which
+            JEPA-WMs report plans better); the goal and path terms use it.
         readout_weights: per state dimension (x, y, z, roll, pitch, yaw, gripper), the weight
             of |final integrated state - the goal image's state read by the world model's
             readout head|; all 0 (default): no such term. Needs a model with a readout.
@@ -57,10 +63,15 @@ class CostConfig:
     action_weight: float = 0.0
     workspace_weight: float = 0.0
     workspace: Workspace = field(default_factory=Workspace)
+    distance: str = "l1"
     readout_weights: list[float] = field(default_factory=lambda: [0.0] * 7)
     readout_gripper_threshold: float | None = None
 
     def __post_init__(self) -> None:
+        if self.distance not in LATENT_DISTANCES:
+            raise ConfigError(
+                f"cost.distance must be one of {LATENT_DISTANCES}, got {self.distance!r}"
+            )
         weights = self.readout_weights
         if len(weights) != 7 or not all(_nonnegative(w) for w in weights):
             raise ConfigError(

@@ -14,7 +14,8 @@ class Cost:
     """Energy of candidate action sequences (lower is better), one value per sequence.
 
     Terms, each multiplied by its weight in ``CostConfig`` and summed:
-      goal       mean |ẑ_H - z_goal| over the N x D elements of the last frame (paper).
+      goal       mean |ẑ_H - z_goal| over the N x D elements of the last frame (paper);
+                 with ``distance: l2`` the root mean square of ẑ_H - z_goal instead.
       path       the same distance averaged over all predicted frames 1..H (pulls the
                  intermediate frames toward the goal too: shorter, more direct motions).
       action     mean over the horizon of the L1 norm of each 7-D action (prefers small steps).
@@ -52,7 +53,11 @@ class Cost:
             [S] energies (differentiable).
         """
         config = self.config
-        distance = (predicted - goal_latent.unsqueeze(1)).abs().mean(dim=(-2, -1))  # [S, H]
+        difference = predicted - goal_latent.unsqueeze(1)
+        if config.distance == "l2":
+            distance = difference.square().mean(dim=(-2, -1)).sqrt()  # [S, H]
+        else:
+            distance = difference.abs().mean(dim=(-2, -1))  # [S, H]
         energy = config.goal_weight * distance[:, -1]
         if config.path_weight:
             energy = energy + config.path_weight * distance.mean(dim=1)

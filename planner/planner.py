@@ -19,9 +19,10 @@ from planner.actors.base import EvaluationBatch
 from planner.config import PlannerConfig, load_planner_config
 from planner.cost import Cost
 from planner.inputs import PlanInputError, content_key, split_observation
-from planner.protocol import LatentWorldModel, model_device, same_device
+from planner.protocol import LatentWorldModel, ReadoutWorldModel, model_device, same_device
 from robots.config import ConfigError
 from robots.franka import ACTION_DIM, GRIPPER, SafetyFilter, load_limits
+from world_model.resolve import resolve_model
 
 
 class NonFiniteEnergyWarning(RuntimeWarning):
@@ -68,8 +69,9 @@ def resolve_device(device: str | torch.device) -> torch.device:
 
 
 def has_readout(world_model: LatentWorldModel) -> bool:
-    """Whether the model can read a state off a latent (``read_state`` and a readout head)."""
-    return callable(getattr(world_model, "read_state", None)) and (
+    """Whether the model can read a state off a latent: a ``ReadoutWorldModel`` whose readout
+    head, where it has an attribute for one (``WorldModel.readout``), is not None."""
+    return isinstance(world_model, ReadoutWorldModel) and (
         getattr(world_model, "readout", True) is not None
     )
 
@@ -126,14 +128,27 @@ class Planner:
     def from_config(
         cls,
         cfg: str | Path | PlannerConfig,
-        world_model: LatentWorldModel,
+        world_model: LatentWorldModel | str | Path,
         device: str | torch.device = "auto",
         overrides: list[str] | None = None,
+        verify: bool | str = True,
     ) -> Planner:
-        """Build from a preset name (``configs/planner/<name>.yaml``: cem_paper, cem_release,
-        icem, gd, cem+gd, mppi), a YAML path or a ``PlannerConfig``; ``overrides`` are
-        ``key=value`` strings such as ``actor.samples=64``."""
-        return cls(load_planner_config(cfg, overrides), world_model, device)
+        """The planner factory: a planner config and a world model (or its name) -> ``Planner``.
+
+        Args:
+            cfg: a preset name (``configs/planner/<name>.yaml``: cem_paper, cem_release, icem,
+                icem_readout, gd, cem+gd, mppi), a YAML path or a ``PlannerConfig``.
+            world_model: a ``LatentWorldModel``, or a model spec resolved by
+                ``world_model.resolve_model`` ("sim-small", "state", "random:<preset>", a
+                checkpoint path), loaded onto ``device``.
+            device: "auto" (CUDA when available), "cpu", "cuda", ...
+            overrides: ``key=value`` strings such as ``actor.samples=64``.
+            verify: sha256 check of a named checkpoint (see ``world_model.load``).
+        """
+        config = load_planner_config(cfg, overrides)  # a bad preset fails before any loading
+        if isinstance(world_model, str | Path):
+            world_model = resolve_model(world_model, resolve_device(device), verify=verify)
+        return cls(config, world_model, device)
 
     def reset(self, seed: int | None = None) -> None:
         """New episode: forget the warm start and re-seed (``config.seed`` unless given)."""

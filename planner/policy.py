@@ -15,6 +15,7 @@ from torch import nn
 
 from robots.config import ConfigError
 from robots.franka import ACTION_DIM, GRIPPER, POS, ROT
+from world_model.files import atomic_write
 
 POLICY_FILE = "policy.safetensors"
 FORMAT = "jepa-mpc/policy/v1"
@@ -140,18 +141,13 @@ def policy_path(path_or_name: str | Path) -> Path:
 def save_policy(policy: ProposalPolicy, path: str | Path, info: dict | None = None) -> Path:
     """Write ``policy`` (weights, sizes and ``info``, e.g. how it was made) to ``path``
     atomically (temp file, then rename); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     metadata = {
         "format": FORMAT,
         "config": json.dumps(asdict(policy.config)),
         "info": json.dumps(info or {}),
     }
     state = {key: value.detach().cpu().contiguous() for key, value in policy.state_dict().items()}
-    save_file(state, tmp, metadata=metadata)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda temp: save_file(state, temp, metadata=metadata))
 
 
 def load_policy(path_or_name: str | Path, device: torch.device | str = "cpu") -> ProposalPolicy:

@@ -1,5 +1,6 @@
 """The world-model interface the planner relies on (structural: any object with these members
-works, e.g. ``world_model.WorldModel`` or ``world_model.state_model.StateWorldModel``)."""
+works, e.g. ``world_model.WorldModel`` or ``world_model.state_model.StateWorldModel``), and the
+optional state readout that the cost's goal-readout term needs."""
 
 from __future__ import annotations
 
@@ -26,6 +27,16 @@ class LatentWorldModel(Protocol):
     def rollout(self, z0: torch.Tensor, s0: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """z0 [B, N, D], s0 [B, 7], actions [B, H, 7] -> latents of frames 1..H [B, H, N, D];
         differentiable with respect to ``actions``."""
+        ...
+
+
+@runtime_checkable
+class ReadoutWorldModel(LatentWorldModel, Protocol):
+    """A ``LatentWorldModel`` that can also read the end-effector state off a latent (a model
+    may have the method but no trained head: ``WorldModel.readout`` is then None)."""
+
+    def read_state(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents [B, N, D] -> end-effector states [B, 7] that they show."""
         ...
 
 

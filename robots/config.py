@@ -1,6 +1,9 @@
 """Typed configuration: YAML files under ``configs/`` loaded into dataclasses, with unknown keys
 rejected by name and ``key=value`` overrides from the command line. Shared by every package
-(``robots`` is the lowest layer of the dependency graph)."""
+(``robots`` is the lowest layer of the dependency graph).
+
+The presets are data of the distribution: ``configs/`` sits beside the packages both in a source
+checkout and in an installed wheel (``pyproject.toml`` ships it as package data)."""
 
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import yaml
 
 T = TypeVar("T")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[1]  # the checkout, or site-packages when installed
 CONFIG_DIR = REPO_ROOT / "configs"
 
 
@@ -31,11 +34,23 @@ def find_config(name_or_path: str | Path, group: str) -> Path:
         return path
     candidate = CONFIG_DIR / group / f"{name_or_path}.yaml"
     if not candidate.is_file():
-        known = sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+        known = list_presets(group)
         raise FileNotFoundError(
             f"no {group} config named {name_or_path!r}; known: {', '.join(known) or 'none'}"
         )
     return candidate
+
+
+def preset_groups() -> list[str]:
+    """The preset groups: folders of ``configs/`` (bench, model, planner, robot, task, train)."""
+    if not CONFIG_DIR.is_dir():
+        return []
+    return sorted(p.name for p in CONFIG_DIR.iterdir() if p.is_dir() and any(p.glob("*.yaml")))
+
+
+def list_presets(group: str) -> list[str]:
+    """Names of the presets of ``group`` (``configs/<group>/<name>.yaml``), sorted."""
+    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:

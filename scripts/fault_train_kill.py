@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.bench_report import write_json
+from world_model.files import write_json
 
 REPO = Path(__file__).resolve().parents[1]
 RESUME_LINE = re.compile(r"\[train predictor\] steps (\d+)\.\.(\d+)")
@@ -34,16 +34,16 @@ class FaultRunError(RuntimeError):
 
 def collect_toy_data(root: Path) -> Path:
     """Two recorded MuJoCo ``reach`` episodes of 6 steps at 64 px (as the pipeline test)."""
-    from sim.collect import collect
+    from jepa_mpc.collect import collect
 
-    collect(root, ["reach"], 2, seed=0, workers=1, progress=False, image_size=64, steps=6)
+    collect(root, ["reach"], 2, workers=1, progress=False, image_size=64, steps=6)
     return root
 
 
 def train_command(data: Path, out: Path, steps: int, every: int) -> list[str]:
     """The toy training command (tiny model, a log row every step)."""
     return [
-        sys.executable, "-m", "sim.cli", "train", "predictor", "--config", "predictor_tiny",
+        sys.executable, "-m", "jepa_mpc", "train", "predictor", "--config", "predictor_tiny",
         "--data", str(data), "--out", str(out), f"steps={steps}", f"checkpoint_every={every}",
         "log_every=1", "keep_checkpoints=2", "device=cpu",
     ]  # fmt: skip

@@ -27,8 +27,8 @@ import torch
 
 import sim
 import world_model
-from sim.bench_report import write_json
 from sim.tasks import GRASP_CLOSEDNESS, Scene
+from world_model.files import write_json
 
 NUDGE = np.array([0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])  # 1 cm along x, same gripper
 
@@ -70,7 +70,7 @@ def probe_scene(env, model, seed: int) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns 2 on a bad request."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", default="sim-small", help="checkpoint path or bundled name")
+    parser.add_argument("--model", default="sim-small", help=world_model.MODEL_SPEC_HELP)
     parser.add_argument("--scenes", type=int, default=8, help="seeded grasp scenes")
     parser.add_argument("--image-size", type=int, default=None, help="default: the model's")
     parser.add_argument("--no-verify", action="store_true", help="skip the sha256 check")
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.scenes < 1:
         print("probe_gripper: --scenes must be >= 1", file=sys.stderr)
         return 2
-    model = world_model.load(args.model, device="cpu", verify=not args.no_verify).eval()
+    model = world_model.resolve_model(args.model, "cpu", verify=not args.no_verify)
     size = args.image_size or model.config.img_size
     env = sim.make("grasp", image_size=size)
     try:

@@ -20,9 +20,20 @@ GRASP_CLOSEDNESS = 1.0 - CUBE_SIZE / MAX_FINGER_WIDTH
 # TCP above the cube centre in a grasp: the fingertips (sim.hand.TCP_ABOVE_FINGERTIPS below the
 # TCP) stay about 2 cm above the table.
 GRASP_HEIGHT = 0.005
+# A placed cube counts only when let go and resting: fingers at most this closed, the cube's
+# centre within PLACED_Z_TOLERANCE of its resting height, the TCP at least BACKED_OFF away.
+RELEASED_CLOSEDNESS = 0.2
+PLACED_Z_TOLERANCE = 0.01
+BACKED_OFF = 0.05
 # Where the cube waits when a task does not use it (off the workspace, still on the table).
 PARKED_CUBE = np.array([0.22, 0.50, CUBE_REST_Z])
 TASK_NAMES = ("reach", "push", "grasp", "pick_place")
+# Seeds at or above this are training data (``jepa-mpc collect``); evaluation uses the seeds
+# below it, so no test episode is a training scene.
+TRAINING_SEEDS_START = 1_000_000
+# Where ``jepa-mpc bench`` starts by default: seeds 7..~1,300 were training scenes of sim-small
+# v1, collected before the ranges were split.
+EVALUATION_SEEDS_START = 10_000
 
 
 @dataclass(frozen=True)
@@ -261,7 +272,14 @@ class PickPlaceTask(GraspTask):
         return [*self.pick_scenes(), self.hand_at_cube(lifted), *placed, self.goal_scene()]
 
     def success(self, backend: Backend) -> bool:
-        return Task.success(self, backend)
+        """Cube within the tolerance of the target, released, resting on the table, and the
+        hand backed off (a cube still held at the target does not count)."""
+        ee = backend.ee_state()
+        cube = self._cube_position(backend)
+        released = ee[6] <= RELEASED_CLOSEDNESS
+        resting = abs(cube[2] - CUBE_REST_Z) <= PLACED_Z_TOLERANCE
+        backed_off = np.linalg.norm(ee[:3] - cube) >= BACKED_OFF
+        return bool(released and resting and backed_off) and Task.success(self, backend)
 
 
 TASKS: dict[str, type[Task]] = {

@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import sys
 import threading
 from pathlib import Path
 
@@ -94,7 +93,7 @@ def test_interrupted_save_leftovers_are_removed(tmp_path) -> None:
 
 
 def test_sim_soak_runs_and_reports(tmp_path, capsys) -> None:
-    from sim.cli import main as cli
+    from jepa_mpc.cli import main as cli
 
     out = tmp_path / "soak.json"
     argv = ["soak", "--steps", "24", "--warmup", "4", "--image-size", "32", "--out", str(out)]
@@ -112,7 +111,7 @@ def test_sim_soak_runs_and_reports(tmp_path, capsys) -> None:
 
 
 def test_soak_verdict_catches_a_leak_and_a_drift() -> None:
-    from sim.soak import judge, memory_growth, trend
+    from planner.soak_metrics import judge, memory_growth, trend
 
     steps = np.arange(1000)
     flat = memory_growth(600.0 + 0.5 * np.sin(steps), warmup=100)
@@ -130,7 +129,6 @@ def test_soak_verdict_catches_a_leak_and_a_drift() -> None:
 
 # -- ROS: the planner node survives the sim node restarting --------------------------------------
 
-ROS_PACKAGE = REPO / "ros_ws" / "src" / "planner"
 DOMAIN_ID = 215 + os.getpid() % 9  # 215..223: unique-ish per process, clear of other modules
 SIM_PARAMS = {"image_size": 32, "rate_hz": 20.0, "seed": 3}
 PLANNER_PARAMS = {
@@ -182,8 +180,6 @@ class DiagnosticsProbe:
 @pytest.fixture()
 def ros_context():
     pytest.importorskip("rclpy", reason="ROS 2 rclpy is not installed (pip install -e .[ros])")
-    if str(ROS_PACKAGE) not in sys.path:  # not pip-installed: use the source tree
-        sys.path.insert(0, str(ROS_PACKAGE))
     import rclpy
     from planner_ros.runtime import init_context
 

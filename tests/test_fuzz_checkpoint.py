@@ -523,4 +523,5 @@ def test_sizes_inferred_from_odd_tensors_are_refused(
 def test_sizes_are_inferred_from_the_unaltered_layout(tmp_path: Path, head64_layout: dict) -> None:
     path = tmp_path / "ok.pt"
     torch.save({part: dict(tensors) for part, tensors in head64_layout.items()}, path)
-    assert world_model.load(path, verify=False).config.encoder.embed_dim == 64
+    with pytest.warns(world_model.AssumedSizesWarning, match="assuming 256 px"):
+        assert world_model.load(path, verify=False).config.encoder.embed_dim == 64

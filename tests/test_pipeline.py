@@ -13,9 +13,9 @@ import torch
 
 import sim
 import world_model
+from jepa_mpc.collect import collect
 from planner import Planner
 from robots.franka import SafetyFilter
-from sim.collect import collect
 from world_model.train import main as train_main
 
 
@@ -26,7 +26,7 @@ def losses(run: Path) -> list[float]:
 
 def test_collect_train_plan_at_toy_size(tmp_path) -> None:
     data = tmp_path / "data"
-    summary = collect(data, ["reach"], 2, seed=0, workers=1, progress=False, image_size=64, steps=6)
+    summary = collect(data, ["reach"], 2, workers=1, progress=False, image_size=64, steps=6)
     assert summary["episodes"] == 2
     encoder_run, predictor_run = tmp_path / "encoder", tmp_path / "predictor"
     common = [f"--data={data}", "batch_size=2", "checkpoint_every=100", "data.num_workers=0"]

@@ -153,3 +153,21 @@ def test_planner_runs_on_the_tiny_vjepa_world_model():
     plan = planner.plan(obs(image=image), goal)
     assert plan.action.shape == (7,) and np.isfinite(plan.action).all()
     assert np.isfinite(plan.energy) and plan.evaluations == 8 * 2 * 2 + 2
+
+
+def test_from_config_takes_a_model_by_name():
+    """``Planner.from_config(preset, world_model="sim-small")``: the name is resolved
+    (``world_model.resolve_model``) onto the planner's device; a bad preset fails first."""
+    import world_model
+    from world_model import CheckpointNotFoundError
+
+    planner = Planner.from_config("icem", world_model="sim-small", device="cpu", overrides=FAST)
+    assert isinstance(planner.world_model, world_model.WorldModel)
+    image = np.zeros((planner.world_model.config.img_size,) * 2 + (3,), np.uint8)
+    assert planner.plan(obs(image=image), {"image": image}).action.shape == (7,)
+    state = Planner.from_config("cem_paper", world_model="state", device="cpu", overrides=FAST)
+    assert isinstance(state.world_model, StateWorldModel)
+    with pytest.raises(CheckpointNotFoundError, match="random:small"):
+        Planner.from_config("icem", world_model="small", device="cpu")
+    with pytest.raises(FileNotFoundError, match="no planner config named 'nope'"):
+        Planner.from_config("nope", world_model="no/such/model.pt", device="cpu")

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic, Protocol
 
 import numpy as np
 import pytest
 import torch
 
 import world_model
-from planner import LatentWorldModel, Planner
+from planner import LatentWorldModel, Planner, load_planner_config
 from planner.batching import RolloutBatcher
-from planner.protocol import model_device
+from planner.planner import has_readout
+from planner.protocol import ReadoutWorldModel, model_device
+from robots.config import ConfigError
 from world_model.errors import InputShapeError
 from world_model.state_model import StateWorldModel
 
@@ -202,3 +204,61 @@ def test_same_device_treats_an_unset_cuda_index_as_the_current_one() -> None:
     if torch.cuda.is_available():  # the index of "cuda" is looked up only on a CUDA machine
         current = torch.device(f"cuda:{torch.cuda.current_device()}")
         assert same_device(torch.device("cuda"), current)
+
+
+def protocol_members(*protocols: type) -> set[str]:
+    """Every member a world-model protocol declares: annotated attributes and methods."""
+    members: set[str] = set()
+    for protocol in protocols:
+        for cls in protocol.__mro__:
+            if cls in (object, Protocol, Generic):
+                continue
+            members |= set(getattr(cls, "__annotations__", {}))
+            members |= {name for name in vars(cls) if not name.startswith("_")}
+    return members
+
+
+@pytest.mark.parametrize("with_readout", [False, True])
+def test_a_lane_model_has_every_protocol_member_the_real_model_has(with_readout):
+    """The protocols enumerated: each member of the real model is there on the lane model and
+    gives the real model's answer (``read_state`` included, and ``readout`` where a model has
+    an attribute for its head), so planners that need a readout run in lanes too."""
+    members = protocol_members(LatentWorldModel, ReadoutWorldModel)
+    assert {"num_patches", "latent_dim", "encode", "rollout", "read_state"} <= members
+    model = world_model.build("tiny", seed=0)
+    if with_readout:
+        model.add_readout()
+    lane = RolloutBatcher(model, lanes=2).lane(1)
+    assert isinstance(lane, ReadoutWorldModel)
+    for name in members:
+        assert hasattr(lane, name) == hasattr(model, name), name
+    assert (lane.num_patches, lane.latent_dim) == (model.num_patches, model.latent_dim)
+    assert lane.config is model.config and lane.readout is model.readout
+    assert has_readout(lane) is with_readout
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    latent = lane.encode(image)
+    torch.testing.assert_close(latent, model.encode(image))
+    actions = torch.zeros(1, 2, 7)
+    torch.testing.assert_close(
+        lane.rollout(latent, torch.as_tensor(START)[None], actions),
+        model.rollout(latent, torch.as_tensor(START)[None], actions),
+    )
+    if with_readout:
+        torch.testing.assert_close(lane.read_state(latent), model.read_state(latent))
+    planner_config = load_planner_config("icem_readout", ICEM)
+    if with_readout:
+        assert Planner(planner_config, lane, model_device(model)).world_model is lane
+    else:  # refused by name, as the real model is
+        with pytest.raises(ConfigError, match="readout head"):
+            Planner(planner_config, lane, model_device(model))
+
+
+def test_a_lane_model_forwards_nothing_its_model_lacks():
+    """A model without ``read_state`` gives a lane model without it (not a method that fails
+    later), so ``has_readout`` answers for the lane as for the model."""
+    counted = CountedModel(StateWorldModel(num_patches=8, latent_dim=16))
+    lane = RolloutBatcher(counted, lanes=1).lane(0)
+    assert not hasattr(lane, "read_state") and not has_readout(lane)
+    assert isinstance(lane, LatentWorldModel) and not isinstance(lane, ReadoutWorldModel)
+    with pytest.raises(AttributeError, match="read_state"):
+        lane.read_state  # noqa: B018

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import world_model
+from jepa_mpc.cli import main as cli_main
 from planner import Planner
 from planner.actors import ActionSpace
 from planner.config import load_planner_config
@@ -22,7 +23,6 @@ from planner.policy import (
     save_policy,
 )
 from planner.policy_train import Frames, Labels, fit, greedy_targets, held_out_errors, main
-from sim.cli import main as cli_main
 from world_model.data import TrajectoryWriter
 from world_model.state_model import StateWorldModel
 

@@ -3,21 +3,13 @@ messages) and PoseStamped + gripper <-> the 7-D state, with hypothesis round tri
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 rclpy is not installed (pip install -e .[ros])")
+import torch  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
-
-ROS_PACKAGE = Path(__file__).resolve().parents[1] / "ros_ws" / "src" / "planner"
-if str(ROS_PACKAGE) not in sys.path:  # not pip-installed: use the source tree
-    sys.path.insert(0, str(ROS_PACKAGE))
-
-import torch  # noqa: E402
 from planner_ros.conversions import (  # noqa: E402
     MessageError,
     array_to_image,

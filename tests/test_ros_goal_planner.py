@@ -6,19 +6,14 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("rclpy", reason="ROS 2 rclpy is not installed (pip install -e .[ros])")
 
-ROS_PACKAGE = Path(__file__).resolve().parents[1] / "ros_ws" / "src" / "planner"
-if str(ROS_PACKAGE) not in sys.path:  # not pip-installed: use the source tree
-    sys.path.insert(0, str(ROS_PACKAGE))
 
 import rclpy  # noqa: E402
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402

@@ -6,8 +6,6 @@ turn; the bringup command line runs and exits."""
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,9 +13,6 @@ import pytest
 pytest.importorskip("rclpy", reason="ROS 2 rclpy is not installed (pip install -e .[ros])")
 pytest.importorskip("sim", reason="the MuJoCo simulator (sim) is not importable")  # sets MUJOCO_GL
 
-ROS_PACKAGE = Path(__file__).resolve().parents[1] / "ros_ws" / "src" / "planner"
-if str(ROS_PACKAGE) not in sys.path:  # not pip-installed: use the source tree
-    sys.path.insert(0, str(ROS_PACKAGE))
 
 import rclpy  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
@@ -89,7 +84,7 @@ def test_sim_publishes_the_subgoals_on_the_benchmark_schedule(ros_env):
     from std_msgs.msg import Float64MultiArray
 
     import sim
-    from sim.bench_episodes import goal_schedule
+    from sim.goals import goal_schedule
 
     env = sim.make("grasp", image_size=32, seed=5)
     env.reset()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ast
 import py_compile
-import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -90,8 +89,6 @@ def test_launch_file_is_valid_python_with_the_documented_arguments(tmp_path):
 )
 def test_parameter_files_name_only_declared_parameters(config, node, module):
     pytest.importorskip("rclpy", reason="ROS 2 rclpy is not installed (pip install -e .[ros])")
-    if str(PACKAGE) not in sys.path:
-        sys.path.insert(0, str(PACKAGE))
     import importlib
 
     declared = importlib.import_module(f"planner_ros.{module}").PARAMETERS

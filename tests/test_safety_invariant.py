@@ -10,11 +10,9 @@ e-stop latch (``~/stop`` holds until ``~/enable``) is tested in ``test_ros_goal_
 from __future__ import annotations
 
 import os
-import sys
 import threading
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -241,15 +239,11 @@ def test_planner_to_env_commands_stay_safe_on_a_broken_model(state_model):
 
 # -- the ROS node: the guard right before publish ------------------------------------------------
 
-ROS_PACKAGE = Path(__file__).resolve().parents[1] / "ros_ws" / "src" / "planner"
-
 
 @pytest.fixture(scope="module")
 def ros_node():
     """A live goal_planner node and a listener on its command topics (real rclpy, loopback)."""
     pytest.importorskip("rclpy", reason="ROS 2 rclpy is not installed (pip install -e .[ros])")
-    if str(ROS_PACKAGE) not in sys.path:
-        sys.path.insert(0, str(ROS_PACKAGE))
     import rclpy
     from geometry_msgs.msg import PoseStamped
     from planner_ros.goal_planner import GoalPlannerNode

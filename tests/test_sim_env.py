@@ -8,7 +8,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import sim
-from sim.backend import BACKENDS, UnknownBackendError
+from sim.backend import BACKENDS, Backend, UnknownBackendError, make_backend
 from sim.env import ActionError
 from sim.tasks import GRASP_CLOSEDNESS
 
@@ -211,3 +211,11 @@ def test_the_workspace_box_is_reachable_with_the_hand_down():
             assert error < 0.01, f"{point}: TCP {error * 100:.1f} cm away"
     finally:
         env.close()
+
+
+def test_mujoco_backend_satisfies_the_protocol():
+    backend = make_backend("mujoco", image_size=32)
+    try:
+        assert isinstance(backend, Backend)
+    finally:
+        backend.close()

@@ -7,6 +7,7 @@ import pytest
 
 import sim
 from sim.experts import expert_action
+from sim.goals import goal_schedule
 from sim.tasks import GRASP_CLOSEDNESS, GRASP_HEIGHT, TASKS, make_task
 
 
@@ -125,3 +126,40 @@ def test_subgoal_stages_open_around_the_cube_before_closing(name, closedness):
     np.testing.assert_allclose(scenes[2].ee[:3], grasp_tcp)
     assert scenes[0].ee[2] > grasp_tcp[2] + 0.1  # hovering above first
     np.testing.assert_array_equal(scenes[-1].ee, task.goal_scene().ee)
+
+
+def test_subgoal_schedules_follow_the_task_shares_scaled_to_the_length():
+    schedule = goal_schedule("pick_place", 7, 50)
+    assert [schedule.count(stage) for stage in range(7)] == [12, 6, 3, 3, 14, 3, 9]
+    assert goal_schedule("grasp", 4, 30) == [0] * 13 + [1] * 6 + [2] * 3 + [3] * 8
+    assert goal_schedule("grasp", 4, 15) == [0] * 6 + [1] * 4 + [2] * 1 + [3] * 4
+    assert goal_schedule("reach", 1, 5) == [0] * 5
+    assert goal_schedule("grasp", 2, 30) == [0] * 15 + [1] * 15  # no shares: equal
+
+
+def test_pick_place_counts_only_a_released_resting_cube_with_the_hand_backed_off():
+    """Success is judged like a user would: a cube still held at the target, or let go with
+    the fingers still around it, is not a placement; the expert's finished episode is."""
+    environment = sim.make("pick_place", image_size=32, seed=4)
+    try:
+        environment.reset()
+        task, backend = environment.unwrapped.task, environment.unwrapped.backend
+        held_at_target = task.hand_at_cube(task.target)  # closed on the cube, at the target
+        backend.place_ee(held_at_target.ee)
+        backend.set_cube_pose(held_at_target.cube)
+        assert task.distance(backend) < task.config.success_threshold
+        assert not task.success(backend)  # still held
+        open_around = task.hand_at_cube(task.target, 0.0)
+        backend.place_ee(open_around.ee)
+        assert not task.success(backend)  # released, but the hand has not backed off
+        environment.reset()
+        info = {}
+        for _ in range(environment.episode_length):
+            *_, info = environment.step(expert_action(environment))
+        assert info["success"]
+    finally:
+        environment.close()
+
+
+def test_grasp_tolerance_is_3_cm():
+    assert make_task("grasp").config.success_threshold == pytest.approx(0.03)

@@ -185,7 +185,7 @@ def test_torchrun_ddp_two_processes(data_dir, tmp_path) -> None:
     out = tmp_path / "ddp"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-        "--master_port", str(29500 + os.getpid() % 1000), "-m", "sim.cli", "train", "predictor",
+        "--master_port", str(29500 + os.getpid() % 1000), "-m", "jepa_mpc", "train", "predictor",
         "--config", "predictor_tiny", "--data", str(data_dir), "--out", str(out), "steps=2",
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

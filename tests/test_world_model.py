@@ -64,6 +64,19 @@ def test_predictor_parity(tiny: WorldModel, io: dict[str, np.ndarray], frames: i
     assert max_error(out.reshape(1, frames * n, d), io[f"predictor_out_T{frames}"]) <= TOL
 
 
+def test_flattened_predictor_input_is_refused_naming_the_layout(tiny: WorldModel) -> None:
+    """The release's predictor takes tokens flattened [B, T·N, D]; ours takes frames."""
+    n, d = tiny.num_patches, tiny.latent_dim
+    actions = states = torch.zeros(1, 2, 7)
+    with pytest.raises(
+        InputShapeError, match=rf"flattened \[B, T·N, D\].*unflatten\(1, \(-1, {n}\)\)"
+    ):
+        tiny.predict(torch.zeros(1, 2 * n, d), actions, states)
+    with pytest.raises(InputShapeError, match=r"actions must be \[B, T, 7\]"):
+        tiny.predict(torch.zeros(1, 2, n, d), torch.zeros(1, 3, 7), states)
+    assert tiny.predict(torch.zeros(1, 2, n, d), actions, states).shape == (1, 2, n, d)
+
+
 def test_rollout_first_step_matches_fixture(tiny: WorldModel, io: dict[str, np.ndarray]) -> None:
     """One rollout step = layer norm of the reference predictor output for frame 0."""
     z0 = tiny.encode(io["frames_uint8"][:1])

@@ -7,8 +7,10 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import re
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -16,10 +18,19 @@ import pytest
 import torch
 
 import world_model
-from world_model import CheckpointError, CheckpointKeyError, CheckpointNotFoundError, ChecksumError
+from robots.config import ConfigError
+from world_model import (
+    AssumedSizesWarning,
+    CheckpointError,
+    CheckpointKeyError,
+    CheckpointNotFoundError,
+    ChecksumError,
+    ModelSpecError,
+)
 from world_model.checkpoint import CHECKPOINT_DIR, infer_config, map_official_state_dict
 from world_model.checksums import read_card, sha256_file
 from world_model.convert import main as convert_main
+from world_model.state_model import StateWorldModel
 
 DATA = Path(__file__).parent / "data"
 TINY_PT = DATA / "vjepa2_ac_tiny.pt"
@@ -104,6 +115,56 @@ def test_sizes_are_inferred_for_head_dim_64(tmp_path: Path) -> None:
     loaded = world_model.load(save_official(tmp_path / "small.pt", layout), config="small")
     for key, value in model.state_dict().items():
         assert torch.equal(loaded.state_dict()[key], value), key
+
+
+def test_sizes_the_file_does_not_record_are_assumed_aloud(tmp_path: Path) -> None:
+    """An official .pt records neither image size nor head count: the 128-px "small" model
+    loaded without config= becomes 256 px, and ``load`` says so (what it assumed and how to
+    give the sizes); with config= the sizes are right and nothing is said."""
+    model = world_model.build("small", seed=0)
+    assert model.config.img_size == 128
+    layout = {part: getattr(model, part).state_dict() for part in ("encoder", "predictor")}
+    path = save_official(tmp_path / "small.pt", layout)
+    with pytest.warns(AssumedSizesWarning, match=r"assuming 256 px and 64-wide heads.*config="):
+        assert world_model.load(path, verify=False).config.img_size == 256
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AssumedSizesWarning)
+        assert world_model.load(path, config="small", verify=False).config.img_size == 128
+        assert world_model.resolve_model(f"{path}#small", verify=False).config.img_size == 128
+
+
+def test_a_plain_dict_as_config_is_refused_with_the_way_to_build_one() -> None:
+    for bad in ({"img_size": 64}, 64):
+        with pytest.raises(ConfigError, match=f"not a {type(bad).__name__}"):
+            world_model.build(bad)
+    with pytest.raises(ConfigError, match="config_from_dict"):
+        world_model.load(TINY_PT, config={"img_size": 64}, verify=False)
+
+
+def test_model_specs_name_each_kind_of_model() -> None:
+    """``resolve_model``: state, random:<preset>, a bundled name, <path>#<preset>."""
+    assert isinstance(world_model.resolve_model("state"), StateWorldModel)
+    untrained, built = world_model.resolve_model("random:tiny"), world_model.build("tiny", seed=0)
+    assert untrained.config == built.config
+    assert all(torch.equal(v, built.state_dict()[k]) for k, v in untrained.state_dict().items())
+    assert world_model.resolve_model("sim-small").config.img_size == 128
+    official = world_model.resolve_model(f"{TINY_PT}#{TINY_CONFIG}", verify=False)
+    assert official.config.img_size == 64
+
+
+@pytest.mark.parametrize(
+    ("spec", "error", "words"),
+    [
+        ("", ModelSpecError, "empty model spec; give state, random:<preset>"),
+        (3, ModelSpecError, "got int"),
+        ("small", CheckpointNotFoundError, "write random:small for an untrained model"),
+        ("no/such/model.pt", CheckpointNotFoundError, "known: sim-small"),
+        ("random:nope", FileNotFoundError, "no model config named 'nope'; known: small"),
+    ],
+)
+def test_bad_model_specs_say_what_a_spec_can_be(spec, error, words) -> None:
+    with pytest.raises(error, match=re.escape(words)):
+        world_model.resolve_model(spec)
 
 
 def test_truncated_and_random_files_are_refused(tmp_path: Path) -> None:
@@ -301,7 +362,7 @@ def test_save_overwrite_leaves_no_temp_folders(saved: Path) -> None:
 
 
 def test_demo_and_bench_pass_no_verify_to_the_loader(saved: Path, tmp_path: Path) -> None:
-    from sim import bench, demo
+    from jepa_mpc import bench, demo
 
     assert demo.parse_args(["--no-verify"]).no_verify
     assert not demo.parse_args([]).no_verify
@@ -313,5 +374,5 @@ def test_demo_and_bench_pass_no_verify_to_the_loader(saved: Path, tmp_path: Path
         demo.load_model(str(saved), "cpu")
     assert demo.load_model(str(saved), "cpu", verify=False).config.img_size == 64
     with pytest.raises(ChecksumError):
-        bench.load_model(str(saved), torch.device("cpu"))
-    assert bench.load_model(str(saved), torch.device("cpu"), verify=False) is not None
+        world_model.resolve_model(str(saved), torch.device("cpu"))
+    assert world_model.resolve_model(str(saved), torch.device("cpu"), verify=False) is not None

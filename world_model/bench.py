@@ -4,17 +4,15 @@ inner call), count its FLOPs analytically and compare with a matmul peak measure
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
 from world_model.config import WorldModelConfig, mlp_hidden_dim
+from world_model.files import write_json
 from world_model.layers import init_weights
 from world_model.model import WorldModel, resolve_config
 from world_model.predictor import COND_TOKENS
@@ -153,10 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(args)
     print_table(result)
     if args.json:
-        path = Path(args.json)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        os.replace(tmp, path)
+        write_json(args.json, result, indent=1)
     return 0
 
 

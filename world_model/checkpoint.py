@@ -25,7 +25,13 @@ from robots.config import ConfigError
 from world_model.checksums import SUMS_FILE, Verify, check_verify_arg, verify_file, verify_folder
 from world_model.checksums import write_sums as write_checksums
 from world_model.config import WorldModelConfig, config_from_dict
-from world_model.errors import CheckpointError, CheckpointKeyError, CheckpointNotFoundError
+from world_model.errors import (
+    AssumedSizesWarning,
+    CheckpointError,
+    CheckpointKeyError,
+    CheckpointNotFoundError,
+)
+from world_model.files import fsync_file
 from world_model.model import WorldModel, resolve_config
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
@@ -82,7 +88,8 @@ def map_official_state_dict(checkpoint: dict) -> dict[str, torch.Tensor]:
 
 def infer_config(state: dict[str, torch.Tensor]) -> WorldModelConfig:
     """Sizes from mapped tensors. Heads assume head dim 64 (all released models); the image
-    size (not visible with RoPE) defaults to 256. Pass a config when either differs."""
+    size (not visible with RoPE) defaults to 256. Pass a config when either differs (``load``
+    warns that it assumed them: ``AssumedSizesWarning``)."""
     try:
         patch = state["encoder.patch_embed.proj.weight"]
         enc_fc1 = state["encoder.blocks.0.mlp.fc1.weight"]
@@ -126,6 +133,22 @@ def infer_config(state: dict[str, torch.Tensor]) -> WorldModelConfig:
         },
     }
     return checked_config(data, where="sizes inferred from the checkpoint")
+
+
+def warn_assumed_sizes(path: Path, config: WorldModelConfig) -> None:
+    """Say which sizes an official ``.pt`` loaded without ``config=`` was given on faith: the
+    file records neither the image size (RoPE has no position table to size it by) nor the head
+    count (the tensors show the width only); a model trained otherwise (128 px, say) would load
+    without error and plan on wrong latents."""
+    warnings.warn(
+        f"{path.name}: an official checkpoint does not record its image size or head counts; "
+        f"assuming {config.img_size} px and {DEFAULT_HEAD_DIM}-wide heads (encoder "
+        f"{config.encoder.num_heads}, predictor {config.predictor.num_heads} heads) as in the "
+        "released models. If it was trained otherwise, pass config= (a preset such as vitg-ac, "
+        "a YAML/JSON path or a WorldModelConfig; CLI: <path>#<preset>)",
+        AssumedSizesWarning,
+        stacklevel=3,
+    )
 
 
 def checked_config(data: object, where: str, complete: bool = False) -> WorldModelConfig:
@@ -333,7 +356,11 @@ def load(
     else:
         verify_file(path, verify)
         state = read_official(path)
-        config = infer_config(state) if config is None else resolve_config(config)
+        if config is None:
+            config = infer_config(state)
+            warn_assumed_sizes(path, config)
+        else:
+            config = resolve_config(config)
     model = _empty_model(config)
     load_state_strict(model, state)
     model.predictor.reset_rope("cpu")
@@ -365,7 +392,8 @@ def save(model: WorldModel, out_dir: str | Path, overwrite: bool = False) -> Pat
         with open(tmp / CONFIG_FILE, "w", encoding="utf-8") as handle:
             json.dump(model.config.to_dict(), handle, indent=1)
         write_checksums(tmp, [CONFIG_FILE, WEIGHTS_FILE])
-        _fsync_folder(tmp, [CONFIG_FILE, WEIGHTS_FILE, SUMS_FILE])
+        for name in (CONFIG_FILE, WEIGHTS_FILE, SUMS_FILE):  # data on disk before the rename
+            fsync_file(tmp / name)
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old")
             if old.exists():  # left by a crash during an earlier overwrite
@@ -379,10 +407,3 @@ def save(model: WorldModel, out_dir: str | Path, overwrite: bool = False) -> Pat
         if tmp.exists():
             shutil.rmtree(tmp)
     return out_dir
-
-
-def _fsync_folder(folder: Path, names: list[str]) -> None:
-    """Flush the files' data to disk before the rename publishes them."""
-    for name in names:
-        with open(folder / name, "rb") as handle:
-            os.fsync(handle.fileno())

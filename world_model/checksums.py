@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 from typing import Literal
 
 from world_model.errors import CheckpointError, ChecksumError
+from world_model.files import write_text
 
 CARD_FILE = "MODEL_CARD.md"
 SUMS_FILE = "SHA256SUMS"
@@ -187,6 +188,4 @@ def _no_record(path: Path, what: str, verify: Verify) -> None:
 def write_sums(folder: Path, names: list[str]) -> Path:
     """Write ``folder/SHA256SUMS`` for ``names`` (checkable with ``sha256sum -c``)."""
     lines = [f"{sha256_file(folder / name)}  {name}\n" for name in names]
-    path = folder / SUMS_FILE
-    path.write_text("".join(lines), encoding="utf-8")
-    return path
+    return write_text(folder / SUMS_FILE, "".join(lines))

@@ -16,6 +16,11 @@ class InputShapeError(WorldModelError):
     """Latents, states or actions whose shapes do not fit the model."""
 
 
+class ModelSpecError(WorldModelError):
+    """A model spec (``world_model.resolve_model``) that names no model: empty, or not a
+    string."""
+
+
 class NoReadoutError(WorldModelError):
     """A state readout was asked of a model that has none (``config.readout.enabled`` false)."""
 
@@ -32,6 +37,11 @@ class ChecksumError(CheckpointError):
     """A checkpoint file whose sha256 differs from its card or checksum record (the message
     names the file, the expected and the actual hash), or that has no record when one is
     required."""
+
+
+class AssumedSizesWarning(UserWarning):
+    """An official checkpoint was loaded without ``config=``: its image size and head counts
+    are not recorded in the file, so the defaults of the released models were assumed."""
 
 
 class CheckpointNotFoundError(FileNotFoundError):

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from robots.config import ConfigError
 from robots.franka import rollout_states
 from world_model.config import WorldModelConfig, load_model_config
 from world_model.encoder import VideoEncoder, layer_norm_latents, preprocess_images
@@ -204,9 +205,24 @@ def pad_batch(tensor: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def resolve_config(config_or_preset: str | Path | WorldModelConfig) -> WorldModelConfig:
-    """A config object, a preset name in ``configs/model/`` or a YAML/JSON path -> config."""
+    """A config object, a preset name in ``configs/model/`` or a YAML/JSON path -> config.
+
+    Raises:
+        ConfigError: anything else (a plain dict: build a config with
+            ``world_model.config.config_from_dict``).
+    """
     if isinstance(config_or_preset, WorldModelConfig):
         return config_or_preset
+    if not isinstance(config_or_preset, str | Path):
+        hint = (
+            "; build one with world_model.config.config_from_dict(mapping)"
+            if isinstance(config_or_preset, dict)
+            else ""
+        )
+        raise ConfigError(
+            "a model config is a WorldModelConfig, a preset name (tiny, small, vitg-ac, ...) "
+            f"or a YAML/JSON path, not a {type(config_or_preset).__name__}{hint}"
+        )
     return load_model_config(config_or_preset)
 
 

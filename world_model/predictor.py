@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from world_model.config import WorldModelConfig, mlp_hidden_dim
+from world_model.errors import InputShapeError
 from world_model.layers import Block, KVCache, rope_table
 
 COND_TOKENS = 2  # action and state tokens lead each frame
@@ -60,6 +61,28 @@ class ACPredictor(nn.Module):
         cos, sin = rope_table(frame, row.repeat(frames), col.repeat(frames), head_dim)
         return cos.view(frames, row.numel(), -1), sin.view(frames, row.numel(), -1)
 
+    def _check_inputs(
+        self, latents: torch.Tensor, actions: torch.Tensor, states: torch.Tensor
+    ) -> None:
+        """latents [B, T, N, D], actions and states [B, T, 7], else an InputShapeError that
+        names the layout (the release's predictor takes its tokens flattened, [B, T·N, D])."""
+        n, d = self.num_patches, self.config.encoder.embed_dim
+        if latents.ndim == 3 and latents.shape[-1] == d and latents.shape[1] % n == 0:
+            raise InputShapeError(
+                f"latents are {tuple(latents.shape)}, the release's flattened [B, T·N, D] "
+                f"layout; this predictor takes [B, T, N, D] frames (N = {n}): pass "
+                f"latents.unflatten(1, (-1, {n}))"
+            )
+        if latents.ndim != 4 or tuple(latents.shape[2:]) != (n, d):
+            raise InputShapeError(f"latents must be [B, T, {n}, {d}], got {tuple(latents.shape)}")
+        expected = (*latents.shape[:2], self.action_encoder.in_features)
+        for name, tensor in (("actions", actions), ("states", states)):
+            if tuple(tensor.shape) != expected:
+                raise InputShapeError(
+                    f"{name} must be [B, T, {expected[2]}] = {expected} to match latents "
+                    f"{tuple(latents.shape)}, got {tuple(tensor.shape)}"
+                )
+
     def _check_frames(self, frames: int) -> None:
         if frames > self.config.max_frames:
             raise ValueError(
@@ -95,6 +118,7 @@ class ACPredictor(nn.Module):
         Returns:
             [B, T, N, D] raw predictions of frames 1..T.
         """
+        self._check_inputs(latents, actions, states)
         frames = latents.shape[1]
         self._check_frames(frames)
         tokens = self._tokens(latents, actions, states)

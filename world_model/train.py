@@ -1,7 +1,8 @@
-"""``jepa-mpc train predictor|encoder|readout --config NAME [--data DIR] [--out DIR] [k=v ...]``:
-train the action-conditioned predictor on a frozen encoder, the encoder with the V-JEPA
-objective, or the state readout head on a frozen model, on a trajectory dataset; single
-process or ``torchrun`` DDP, resumable."""
+"""``jepa-mpc train predictor|encoder|readout|joint --config NAME [--data DIR] [--out DIR]
+[k=v ...]``: train the action-conditioned predictor on a frozen encoder, the encoder with the
+V-JEPA objective, the state readout head on a frozen model, or encoder and predictor end to end
+with an anti-collapse regulariser, on a trajectory dataset; single process or ``torchrun`` DDP,
+resumable."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
+from tqdm import tqdm
 
 from robots.config import ConfigError, load_config
 from world_model.checkpoint import load as load_model
@@ -24,8 +26,11 @@ from world_model.checkpoint import save as save_model
 from world_model.data import DatasetError, DatasetNotFoundError, TrajectoryDataset
 from world_model.data.lerobot import LeRobotReader, is_lerobot_dataset
 from world_model.errors import CheckpointError, CheckpointNotFoundError
+from world_model.files import write_json
 from world_model.model import WorldModel, build
+from world_model.regularizers import REGULARIZERS, RegularizerSection
 from world_model.train_encoder import EncoderObjective
+from world_model.train_joint import JointObjective, JointSection
 from world_model.train_loop import (
     Checkpointer,
     Dist,
@@ -40,7 +45,7 @@ from world_model.train_loop import (
 from world_model.train_predictor import PredictorObjective
 from world_model.train_readout import ReadoutObjective
 
-STAGES = ("predictor", "encoder", "readout")
+STAGES = ("predictor", "encoder", "readout", "joint")
 
 
 @dataclass
@@ -97,6 +102,7 @@ class EncoderSection:
     predictor_depth: int = 4
     predictor_heads: int = 3
     ema: tuple[float, float] = (0.998, 1.0)
+    regularizer: RegularizerSection = field(default_factory=RegularizerSection)
 
 
 @dataclass
@@ -121,6 +127,7 @@ class TrainConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     predictor: PredictorSection = field(default_factory=PredictorSection)
     encoder: EncoderSection = field(default_factory=EncoderSection)
+    joint: JointSection = field(default_factory=JointSection)
 
 
 def load_train_config(name_or_path: str, overrides: list[str] | None = None) -> TrainConfig:
@@ -132,6 +139,12 @@ def load_train_config(name_or_path: str, overrides: list[str] | None = None) -> 
         raise ConfigError("no dataset: set data.root in the config or pass --data DIR")
     if config.steps < 1 or config.batch_size < 1:
         raise ConfigError(f"steps and batch_size must be >= 1: {config.steps}, {config.batch_size}")
+    for name, section in (
+        ("encoder.regularizer", config.encoder.regularizer),
+        ("joint.regularizer", config.joint.regularizer),
+    ):
+        if section.kind not in REGULARIZERS:
+            raise ConfigError(f"{name}.kind must be one of {REGULARIZERS}, got {section.kind!r}")
     return config
 
 
@@ -171,16 +184,20 @@ def make_objective(stage: str, model: WorldModel, config: TrainConfig, info: Dis
     """The stage's objective (it freezes what the stage does not train)."""
     bf16 = autocast_for(config, info.device) is not contextlib.nullcontext
     model.autocast_dtype = torch.bfloat16 if bf16 else torch.float32
-    if stage == "predictor":
+    if stage in ("predictor", "joint"):
         if config.data.clip_len < config.predictor.rollout_steps + 1:
             raise ConfigError(
                 f"data.clip_len {config.data.clip_len} must exceed predictor.rollout_steps "
                 f"{config.predictor.rollout_steps}"
             )
+        if stage == "joint":
+            return JointObjective(model, config.joint, config.predictor, config.seed)
         return PredictorObjective(model, config.predictor)
     if stage == "readout":
         return ReadoutObjective(model)
     clip_len, tubelet = config.data.clip_len, model.config.tubelet_size
+    if config.encoder.regularizer.kind != "none" and config.batch_size < 2:
+        raise ConfigError("encoder.regularizer needs batch_size >= 2 (it compares clips)")
     if clip_len != 1 and clip_len % tubelet:
         raise ConfigError(f"data.clip_len {clip_len} must be 1 or a multiple of {tubelet}")
     return EncoderObjective(model, config.encoder, config.seed, info.rank, config.steps)
@@ -233,7 +250,7 @@ def train(stage: str, config: TrainConfig) -> Path:
     log = None
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "train_config.json").write_text(json.dumps(asdict(config), indent=1))
+        write_json(out / "train_config.json", asdict(config), indent=1)
         log = MetricsLog(out, objective.metric_names, start)
         print(
             f"[train {stage}] steps {start}..{config.steps} on {info.device} "
@@ -253,6 +270,9 @@ def run_steps(stage, config, info, objective, module, optimizer, schedule, loade
     checkpoints = Checkpointer(Path(config.out), config.keep_checkpoints)
     stop = config.steps if config.halt_after is None else min(config.steps, config.halt_after)
     began, batches = time.perf_counter(), iter(loader)
+    bar = tqdm(
+        total=stop, initial=start, desc=f"train {stage}", unit="step", disable=not info.is_main
+    )
     for step in range(start, stop):
         objective.begin_step(step)
         batch = next(batches)
@@ -265,14 +285,15 @@ def run_steps(stage, config, info, objective, module, optimizer, schedule, loade
         schedule.step()
         objective.end_step(step + 1)
         done = step + 1
+        bar.update(1)
         if done % config.log_every == 0 or done == stop or done == start + 1:
             values = mean_across_ranks({k: float(v.detach()) for k, v in terms.items()}, info)
             if log is not None:
                 log.write(done, {**values, "lr": lr, "seconds": time.perf_counter() - began})
-                print(
+                bar.set_postfix(loss=f"{values['loss']:.4f}", refresh=False)
+                bar.write(
                     f"[train {stage}] step {done}/{config.steps} "
-                    + " ".join(f"{k} {v:.4f}" for k, v in values.items()),
-                    flush=True,
+                    + " ".join(f"{k} {v:.4f}" for k, v in values.items())
                 )
         if info.is_main and (done % config.checkpoint_every == 0 or done == stop):
             state = {
@@ -284,6 +305,10 @@ def run_steps(stage, config, info, objective, module, optimizer, schedule, loade
                 "rng": rng_state(),
             }
             checkpoints.save(state, done)
+            if log is not None:  # the loss plot follows the run, checkpoint by checkpoint
+                out = Path(config.out)
+                plot_losses(out / "metrics.csv", out / "loss.png", objective.metric_names)
+    bar.close()
     if info.is_main and stop == config.steps:
         out = Path(config.out)
         save_model(objective.final_model(), out / "model", overwrite=True)

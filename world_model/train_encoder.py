@@ -1,6 +1,7 @@
 """The V-JEPA objective for encoder training: from the visible (context) tokens of a clip, a
 small predictor regresses the EMA target encoder's layer-normed latents of the masked tokens
-(L1). The target encoder becomes the world model's encoder."""
+(L1), optionally plus an anti-collapse regulariser on the context encoder's latents of the whole
+clip (``encoder.regularizer``). The target encoder becomes the world model's encoder."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from world_model.encoder import VideoEncoder, layer_norm_latents, preprocess_ima
 from world_model.layers import Block, init_weights, rope_table
 from world_model.masks import MaskSpec, sample_mask_indices
 from world_model.model import WorldModel
+from world_model.regularizers import regularizer
 
 
 def token_positions(grid: tuple[int, int, int], device: torch.device) -> torch.Tensor:
@@ -87,7 +89,11 @@ class MaskedVideoModel(nn.Module):
         self.predictor = predictor
 
     def forward(self, clip, context_index, target_index, positions) -> torch.Tensor:
-        """Predicted latents [B, Kt, D] of the target tokens from the context tokens."""
+        """Predicted latents [B, Kt, D] of the target tokens from the context tokens; with
+        ``context_index`` None, the layer-normed latents [B, L, D] of the whole clip (what the
+        anti-collapse regulariser looks at)."""
+        if context_index is None:
+            return layer_norm_latents(self.encoder(clip).float())
         context = encode_visible(self.encoder, clip, context_index)
         return self.predictor(context, context_index, target_index, positions)
 
@@ -108,7 +114,7 @@ class EncoderObjective:
     """V-JEPA training state: the trainable ``module`` (context encoder + mask predictor), the
     EMA target encoder, mask families and the EMA momentum schedule."""
 
-    metric_names = ("loss",)
+    metric_names = ("loss", "regularizer")
 
     def __init__(self, model: WorldModel, config, seed: int, rank: int, total_steps: int):
         """Args: model: world model whose encoder is trained; config: ``EncoderSection``."""
@@ -146,7 +152,14 @@ class EncoderObjective:
                 target, 1, target_index[..., None].expand(-1, -1, target.shape[-1])
             )
             total = total + (predicted - wanted).abs().mean()
-        return {"loss": total / len(self.specs)}
+        loss = total / len(self.specs)
+        reg = loss.new_zeros(())
+        if self.config.regularizer.kind != "none":
+            with autocast():
+                whole = module(clip, None, None, None)
+            reg = regularizer(whole, self.config.regularizer, self._generator)
+            loss = loss + self.config.regularizer.weight * reg
+        return {"loss": loss, "regularizer": reg}
 
     def begin_step(self, step: int) -> None:
         """Seed this step's masks from (seed, rank, step), so a resumed run draws the same."""

@@ -7,7 +7,6 @@ import csv
 import io
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from world_model.files import atomic_write, pyplot, save_figure, write_text
 
 CHECKPOINT_RE = re.compile(r"step-(\d+)\.pt$")
 # What ``atomic_save`` leaves behind when the process dies mid-write: ``.step-XXXXXXXX.pt.*.tmp``.
@@ -99,34 +100,9 @@ def make_optimizer(
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temp file beside ``path``, then rename onto it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    _fsync_folder(path.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (so a power cut cannot undo a finished save)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # e.g. a platform that cannot open folders: the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """``torch.save`` to a temp file ``.<name>.XXXXXXXX.tmp`` beside ``path``, fsynced, then
+    renamed onto it (``world_model.files.atomic_write``)."""
+    atomic_write(path, lambda temp: torch.save(obj, temp), temp_suffix=".tmp", durable=True)
 
 
 class Checkpointer:
@@ -204,20 +180,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
-def write_text_atomically(path: Path, text: str, prefix: str) -> None:
-    """Write ``text`` to a temp file ``<prefix>XXXXXXXX.tmp`` beside ``path``, then rename it
-    onto ``path``: readers see the old or the new file, never a part. The temp file is
-    removed if writing fails (a process killed outside Python can still leave one)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def remove_partial_metrics(folder: Path) -> list[Path]:
     """Delete the ``.metrics.*.tmp`` files of ``MetricsLog`` rewrites that were killed
     mid-write (only names matching ``PARTIAL_METRICS_RE``); returns what was removed."""
@@ -247,7 +209,7 @@ class MetricsLog:
         writer = csv.DictWriter(buffer, self.columns)
         writer.writeheader()
         writer.writerows(rows)
-        write_text_atomically(self.path, buffer.getvalue(), prefix=".metrics.")
+        write_text(self.path, buffer.getvalue(), temp_prefix=".metrics.", temp_suffix=".tmp")
         self.tensorboard = None
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -271,32 +233,17 @@ class MetricsLog:
 
 def plot_losses(csv_path: Path, png_path: Path, names: tuple[str, ...]) -> Path:
     """Plot the loss columns of ``csv_path`` against step (log scale) into ``png_path``."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     with open(csv_path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    figure, axes = plt.subplots(figsize=(7, 4))
+    figure, axes = pyplot().subplots(figsize=(7, 4))
     steps = [int(r["step"]) for r in rows]
     for name in names:
         axes.plot(steps, [float(r[name]) for r in rows], label=name)
     axes.set_xlabel("step")
-    axes.set_ylabel("L1 loss")
+    axes.set_ylabel("loss / metric")
     if rows and all(float(r[n]) > 0 for r in rows for n in names):
         axes.set_yscale("log")
     axes.legend()
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    fd, tmp = tempfile.mkstemp(dir=png_path.parent, prefix=".loss.", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            figure.savefig(handle, format="png", dpi=100)
-        os.replace(tmp, png_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    finally:
-        plt.close(figure)
-    return png_path
+    return save_figure(figure, png_path, dpi=100, temp_prefix=".loss.")

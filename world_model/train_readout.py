@@ -29,21 +29,29 @@ class ReadoutObjective(SupervisedObjective):
 
     def losses(self, module: nn.Module, batch: dict, autocast) -> dict[str, torch.Tensor]:
         """Mean squared error in the head's units on every frame of the batch's clips (a
-        median-seeking L1 read the rare closed gripper as open; angle errors wrapped to
-        [-pi, pi]), plus the mean absolute position error (m) and gripper closedness error
-        for the log."""
+        median-seeking L1 read the rare closed gripper as open), plus the mean absolute
+        position error (m) and gripper closedness error for the log."""
         device = self.model.device
         latents = encode_clips(self.model, batch["frames"].to(device)).flatten(0, 1)
         states = batch["states"].to(device, torch.float32).flatten(0, 1)
         with autocast():
-            predicted = module(latents).float()
-        difference = predicted - states
-        # Angles wrap: a hand pointing down has roll near +pi or -pi, the same pose.
-        wrapped = wrap_angle(difference[:, ROT])
-        error = torch.cat((difference[:, POS], wrapped, difference[:, 6:]), dim=1).abs()
-        loss = (error / error.new_tensor(STATE_SCALE)).square().mean()
+            scaled = readout_errors(module, latents, states)
+        error = scaled * scaled.new_tensor(STATE_SCALE)
         return {
-            "loss": loss,
+            "loss": scaled.square().mean(),
             "position_mae": error[:, :3].mean().detach(),
             "gripper_mae": error[:, 6].mean().detach(),
         }
+
+
+def readout_errors(head: nn.Module, latents: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+    """|read state - true state| in the head's units (``STATE_SCALE``) ``[B, 7]``, angle
+    errors wrapped to [-pi, pi] (a hand pointing down has roll near +pi or -pi, the same pose).
+
+    Args:
+        head: the ``StateReadout``; latents: [B, N, D] layer-normed; states: [B, 7] true.
+    """
+    difference = head(latents).float() - states
+    wrapped = wrap_angle(difference[:, ROT])
+    error = torch.cat((difference[:, POS], wrapped, difference[:, 6:]), dim=1).abs()
+    return error / error.new_tensor(STATE_SCALE)

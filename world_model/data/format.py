@@ -8,9 +8,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import torch
 from robots.franka import STATE_NAMES, pose_delta
 from world_model.data.checks import check_chunk_values, check_meta, chunk_layout, read_chunk
 from world_model.data.errors import DatasetError, DatasetNotFoundError  # importable from here
+from world_model.files import atomic_write
 
 FORMAT = "jepa-mpc/trajectories"
 VERSION = 1
@@ -44,26 +43,25 @@ class Episode:
     success: bool
 
 
-def _atomic_write_bytes(path: Path, write) -> str:
-    """Call ``write(handle)`` on a temp file beside ``path``, fsync, then rename onto it.
+def _write_file(path: Path, write) -> str:
+    """Call ``write(handle)`` on a binary temp file beside ``path``, fsync it and rename it
+    onto ``path`` (``world_model.files.atomic_write``).
 
     Returns:
         the hex sha256 of the file as written (read back from the temp file before the rename,
         so the hash is of exactly the bytes that become ``path``).
     """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w+b") as handle:
+    digest = ""
+
+    def write_and_hash(temp: Path) -> None:
+        nonlocal digest
+        with open(temp, "w+b") as handle:
             write(handle)
             handle.flush()
-            os.fsync(handle.fileno())
             handle.seek(0)
             digest = hashlib.file_digest(handle, "sha256").hexdigest()
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+
+    atomic_write(path, write_and_hash, temp_suffix=".tmp", durable=True)
     return digest
 
 
@@ -259,7 +257,7 @@ class TrajectoryWriter:
             "success": np.array([e.success for e in episodes], dtype=np.bool_),
         }
         save = np.savez_compressed if self.compress else np.savez
-        digest = _atomic_write_bytes(self.root / name, lambda handle: save(handle, **arrays))
+        digest = _write_file(self.root / name, lambda handle: save(handle, **arrays))
         meta = json.loads(json.dumps(self.meta))  # the new index is built on a copy
         meta["chunks"].append(
             {
@@ -284,7 +282,7 @@ class TrajectoryWriter:
         meta["num_episodes"] = first + len(episodes)
         meta["num_frames"] += int(arrays["lengths"].sum())
         text = json.dumps(meta, indent=1).encode("utf-8")
-        _atomic_write_bytes(self.root / META_FILE, lambda handle: handle.write(text))
+        _write_file(self.root / META_FILE, lambda handle: handle.write(text))
         self.meta = meta
 
     def close(self) -> None:

@@ -65,25 +65,13 @@ RUNTIME_PARAMETERS = ("rate_hz", "watchdog_s", "enabled", "goal_image")
 def build_planner(config: str, checkpoint: str, device: str, overrides: list[str]):
     """The library planner for a preset and a world model.
 
-    ``checkpoint``: a path or bundled name for ``world_model.load``; ``state`` = the
-    ground-truth-state model (sim only: it reads the state, not the pixels); ``random:<preset>``
-    = an untrained ``world_model.build(preset)`` (plumbing and latency checks only).
+    ``checkpoint``: a model spec for ``world_model.resolve_model``: a path or bundled name;
+    ``state`` = the ground-truth-state model (sim only: it reads the state, not the pixels);
+    ``random:<preset>`` = an untrained model of a preset (plumbing and latency checks only).
     """
     from planner import Planner
 
-    if checkpoint == "state":
-        from world_model.state_model import StateWorldModel
-
-        model = StateWorldModel()
-    elif checkpoint.startswith("random:"):
-        import world_model
-
-        model = world_model.build(checkpoint.removeprefix("random:"), seed=0)
-    else:
-        import world_model
-
-        model = world_model.load(checkpoint)
-    return Planner.from_config(config, world_model=model, device=device, overrides=overrides)
+    return Planner.from_config(config, world_model=checkpoint, device=device, overrides=overrides)
 
 
 def cpu_threads(requested: int) -> int | None:

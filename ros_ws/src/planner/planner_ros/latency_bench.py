@@ -16,10 +16,8 @@ Figures (milliseconds unless noted):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -33,6 +31,7 @@ from planner_ros import bringup
 from planner_ros.conversions import stamp_seconds
 from planner_ros.runtime import init_context, spin_nodes, wait_for
 from planner_ros.topics import COMMAND_QOS
+from world_model.files import write_json
 
 
 class Probe:
@@ -148,15 +147,6 @@ def print_table(result: dict) -> None:
     )
 
 
-def write_json(result: dict, path: Path) -> None:
-    """Atomic write (temp file + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as file:
-        json.dump(result, file, indent=2)
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m planner_ros.latency_bench", description=__doc__
@@ -176,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = measure(args)
     print_table(result)
-    write_json(result, args.out)
+    write_json(args.out, result)
     print(f"wrote {args.out}")
     return 0
 

@@ -4,7 +4,7 @@ Publishes the camera image, joint states, TCP pose and gripper finger states at 
 the task's goal image and goal state (latched), and the task's distance/success on
 ``/diagnostics``. With ``subgoals`` (default), multi-stage tasks (push, grasp, pick_place)
 publish their subgoal images in turn instead, switched after the benchmark's numbers of control
-steps (``sim.bench_episodes.goal_schedule``: by step count, never on success), as an operator
+steps (``sim.goals.goal_schedule``: by step count, never on success), as an operator
 gives V-JEPA 2-AC subgoal images for pick-and-place. A command is a pose target plus a gripper
 command; the tick by which both have arrived (or one has waited a tick alone) executes one
 0.25 s control step toward it (``robots.franka.pose_delta`` -> ``env.step``, which applies the
@@ -193,7 +193,7 @@ class MujocoFrankaNode(Node):
 
     def _reset(self, env) -> dict:
         """New episode: reset the env, drop pending commands, publish the first (sub)goal."""
-        from sim.bench_episodes import episode_goals, goal_schedule
+        from sim.goals import episode_goals, goal_schedule
 
         obs, info = env.reset()
         with self._lock:

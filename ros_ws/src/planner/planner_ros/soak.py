@@ -34,11 +34,7 @@ from rclpy.qos import HistoryPolicy
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Float64MultiArray
 
-from planner_ros.conversions import array_to_image, finger_positions, pose_to_state, state_to_pose
-from planner_ros.latency_bench import Probe, summarise, write_json
-from planner_ros.runtime import init_context, spin_nodes, wait_for
-from planner_ros.topics import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
-from sim.soak import (
+from planner.soak_metrics import (
     CLOCKS,
     LATENCY_BAR_PCT,
     RSS_BAR_PCT,
@@ -54,6 +50,11 @@ from sim.soak import (
     trend_rows,
     write_plot,
 )
+from planner_ros.conversions import array_to_image, finger_positions, pose_to_state, state_to_pose
+from planner_ros.latency_bench import Probe, summarise
+from planner_ros.runtime import init_context, spin_nodes, wait_for
+from planner_ros.topics import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+from world_model.files import write_json
 
 START = np.array([0.46, 0.0, 0.37, np.pi, 0.0, 0.0, 0.0])
 GOALS = (  # the goal alternates between these every --goal-every seconds
@@ -410,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = soak(args)
     print_report(result, args)
-    write_json(result, args.out)
+    write_json(args.out, result)
     print(f"wrote {args.out}")
     if args.plot is not None:
         series = result["series"]

@@ -1,20 +1,20 @@
 """Success rate of the scripted experts over seeded episodes (a benchmark script, not a test).
 
-Usage: ``python -m sim.expert_eval --tasks reach,pick_place --seeds 20 [--size 64] [--json f]``.
+Usage::
+
+    python -m jepa_mpc.expert_eval --tasks reach,pick_place --seeds 20 [--size 64] [--json f]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 import time
 
 import numpy as np
 
 import sim
 from sim.experts import expert_action
+from world_model.files import write_json
 
 
 def evaluate(task: str, seeds: int, image_size: int, backend: str = "mujoco") -> dict:
@@ -43,7 +43,7 @@ def evaluate(task: str, seeds: int, image_size: int, backend: str = "mujoco") ->
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sim.expert_eval", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m jepa_mpc.expert_eval", description=__doc__)
     parser.add_argument("--tasks", default="reach,push,grasp,pick_place")
     parser.add_argument("--seeds", type=int, default=20)
     parser.add_argument("--size", type=int, default=64, help="image size (small = fast)")
@@ -60,10 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             f" {row['seconds']:>6.1f}  {row['failed_seeds']}"
         )
     if args.json:
-        folder = os.path.dirname(os.path.abspath(args.json))
-        with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as handle:
-            json.dump(results, handle, indent=2)
-        os.replace(handle.name, args.json)
+        write_json(args.json, results)
     return 0
 
 

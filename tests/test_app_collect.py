@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
+from jepa_mpc.collect import collect, main
 from robots.franka import integrate_pose
-from sim.collect import collect, main
+from sim.tasks import TRAINING_SEEDS_START
 from world_model.data import TrajectoryReader
 
 
@@ -19,7 +20,7 @@ def test_collect_writes_readable_consistent_episodes(tmp_path: Path) -> None:
         out,
         ["reach", "grasp"],
         episodes=2,
-        seed=3,
+        seed=TRAINING_SEEDS_START + 3,
         workers=1,
         progress=False,
         image_size=32,
@@ -43,10 +44,13 @@ def test_collect_writes_readable_consistent_episodes(tmp_path: Path) -> None:
         torch.testing.assert_close(reached[:, :3], states[1:, :3], atol=1e-5, rtol=0)
         assert not np.array_equal(episode.frames[0], episode.frames[-1])
     assert tasks == {"reach", "grasp"}
+    assert reader.meta["info"]["seeds"] == [TRAINING_SEEDS_START + 3, TRAINING_SEEDS_START + 4]
 
 
 def test_collect_is_seeded(tmp_path: Path) -> None:
-    kwargs = dict(episodes=1, seed=7, workers=1, progress=False, image_size=32, steps=3)
+    kwargs = dict(
+        episodes=1, seed=TRAINING_SEEDS_START + 7, workers=1, progress=False, image_size=32, steps=3
+    )
     collect(tmp_path / "a", ["reach"], **kwargs)
     collect(tmp_path / "b", ["reach"], **kwargs)
     first, second = TrajectoryReader(tmp_path / "a"), TrajectoryReader(tmp_path / "b")
@@ -60,4 +64,14 @@ def test_bad_arguments_are_refused_and_nothing_is_written(tmp_path: Path, capsys
     assert not out.exists()
     with pytest.raises(ValueError, match="at least 1"):
         collect(out, ["reach"], episodes=0)
+    assert not out.exists()
+
+
+def test_collect_refuses_evaluation_seeds(tmp_path: Path, capsys) -> None:
+    """Training scenes never overlap the benchmark's: seeds below the training range are
+    refused with one line and nothing is written."""
+    out = tmp_path / "data"
+    assert main(["--task", "reach", "--episodes", "1", "--seed", "7", "--out", str(out)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "evaluation range" in error and "\n" not in error
     assert not out.exists()

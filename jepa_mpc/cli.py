@@ -1,5 +1,6 @@
-"""The ``jepa-mpc`` console script: one dispatcher over the sub-commands that live in the
-packages that own them (each exposes ``main(argv) -> int``)."""
+"""The ``jepa-mpc`` console script: one dispatcher over the sub-commands (each module exposes
+``main(argv) -> int``): the applications of this package, and the training, conversion and
+benchmark tools that live in the library packages that own them."""
 
 from __future__ import annotations
 
@@ -8,23 +9,30 @@ import sys
 
 # command -> (module whose main(argv) runs it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("sim.demo", "one reach episode in MuJoCo planned with the embedded sim-small model"),
-    "render": ("sim.render", "render reset/goal/subgoal frames of a task to PNG files"),
-    "bench": ("sim.bench", "headless planning benchmark: tasks x planners x models, baselines"),
-    "bench-merge": ("sim.bench_merge", "merge bench shards run on consecutive seed ranges"),
-    "bench-env": ("sim.bench_env", "env steps/s and renders/s per backend and image size"),
+    "demo": (
+        "jepa_mpc.demo",
+        "one reach episode in MuJoCo planned with the embedded sim-small model",
+    ),
+    "render": ("jepa_mpc.render", "render reset/goal/subgoal frames of a task to PNG files"),
+    "bench": (
+        "jepa_mpc.bench",
+        "headless planning benchmark: tasks x planners x models, baselines",
+    ),
+    "bench-merge": ("jepa_mpc.bench_merge", "merge bench shards run on consecutive seed ranges"),
+    "bench-env": ("jepa_mpc.bench_env", "env steps/s and renders/s per backend and image size"),
     "convert-checkpoint": (
         "world_model.convert",
         "official V-JEPA 2-AC .pt -> safetensors + config folder",
     ),
     "bench-model": ("world_model.bench", "time one predictor rollout (FLOPs, % of peak)"),
     "bench-planner": ("planner.bench", "per-action planning time and energy for each actor"),
-    "collect": ("sim.collect", "record expert and random-walk trajectories for training"),
+    "collect": ("jepa_mpc.collect", "record expert and random-walk trajectories for training"),
     "train": (
         "world_model.train",
         "train the encoder, the predictor, the readout, or ('train policy') the proposal policy",
     ),
-    "soak": ("sim.soak", "long planning run in sim: resident memory growth and latency drift"),
+    "soak": ("jepa_mpc.soak", "long planning run in sim: resident memory growth and latency drift"),
+    "presets": ("jepa_mpc.presets", "list the presets in configs/ (per group) and their keys"),
 }
 
 

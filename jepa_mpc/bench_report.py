@@ -1,18 +1,17 @@
 """Statistics and outputs of ``jepa-mpc bench``: Wilson intervals, per-configuration summaries,
-the Markdown table, PNG plots, episode videos, all written atomically (temp file + rename)."""
+the Markdown table, PNG plots, episode videos, all written atomically (``world_model.files``)."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
-import os
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from world_model.files import atomic_write, pyplot, save_figure, write_json, write_text
 
 Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
 
@@ -42,7 +41,7 @@ def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float
 
 
 def summarise(episodes: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """One configuration's row from its episode records (see ``sim.bench.run_episode``).
+    """One configuration's row from its episode records (see ``bench_episodes.run_episode``).
 
     Returns:
         task, method, model, planner, episodes, successes, success_rate, success_ci95 [2],
@@ -97,50 +96,14 @@ def markdown_table(rows: Sequence[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(temp_path)`` on a temp file beside ``path``, then rename it onto ``path``.
-
-    The temp file keeps ``path``'s suffix so that writers choosing a format by extension work.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(handle)
-    try:
-        write(temp)
-        os.chmod(temp, 0o644)  # mkstemp makes it private; results are meant to be shared
-        os.replace(temp, path)
-    except BaseException:
-        if os.path.exists(temp):
-            os.unlink(temp)
-        raise
-
-
-def write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically."""
-
-    def write(temp: str) -> None:
-        with open(temp, "w", encoding="utf-8") as handle:
-            handle.write(text)
-
-    atomic_write(path, write)
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as indented JSON to ``path`` atomically."""
-    write_text(path, json.dumps(data, indent=2) + "\n")
-
-
 def plot_success(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     """Grouped bars: success rate per task (group) and method (bar), Wilson 95 % error bars."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     tasks = list(dict.fromkeys(row["task"] for row in rows))
     methods = list(dict.fromkeys(row["method"] for row in rows))
     width = 0.8 / len(methods)
-    figure, axes = plt.subplots(figsize=(max(6.0, 1.6 * len(tasks) * len(methods) ** 0.5), 4.0))
+    figure, axes = pyplot().subplots(
+        figsize=(max(6.0, 1.6 * len(tasks) * len(methods) ** 0.5), 4.0)
+    )
     for index, method in enumerate(methods):
         found = {row["task"]: row for row in rows if row["method"] == method}
         xs = [t + (index - (len(methods) - 1) / 2) * width for t, task in enumerate(tasks)]
@@ -160,19 +123,13 @@ def plot_success(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     axes.set_ylabel("success rate (95 % Wilson CI)")
     axes.legend(fontsize=8)
     figure.tight_layout()
-    atomic_write(path, lambda temp: figure.savefig(temp, format="png", dpi=120))
-    plt.close(figure)
+    save_figure(figure, path, dpi=120)
 
 
 def plot_planning_time(path: Path, times: dict[str, np.ndarray]) -> None:
     """Box plot of per-action planning time (seconds, log scale) for each planner config."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels = [label for label, values in times.items() if len(values)]
-    figure, axes = plt.subplots(figsize=(max(6.0, 1.2 * len(labels)), 4.0))
+    figure, axes = pyplot().subplots(figsize=(max(6.0, 1.2 * len(labels)), 4.0))
     if labels:
         axes.boxplot([times[label] for label in labels], whis=(10, 90), showfliers=False)
         axes.set_xticks(range(1, len(labels) + 1), labels, rotation=30, ha="right", fontsize=8)
@@ -181,8 +138,7 @@ def plot_planning_time(path: Path, times: dict[str, np.ndarray]) -> None:
         axes.text(0.5, 0.5, "no planner configurations", ha="center", va="center")
     axes.set_ylabel("planning s per action (p10..p90)")
     figure.tight_layout()
-    atomic_write(path, lambda temp: figure.savefig(temp, format="png", dpi=120))
-    plt.close(figure)
+    save_figure(figure, path, dpi=120)
 
 
 def video_suffix() -> str:

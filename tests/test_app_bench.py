@@ -10,10 +10,12 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 
+from jepa_mpc import bench, bench_merge
+from jepa_mpc.bench_config import BenchError
+from jepa_mpc.bench_episodes import PlannerPolicy
+from jepa_mpc.bench_report import wilson_interval
 from planner.inputs import PlanInputError
 from robots.config import ConfigError
-from sim import bench, bench_merge
-from sim.bench_report import wilson_interval
 
 SMALL = ["--image-size", "64", "--episodes", "2", "--device", "cpu"]
 PLANNER_OVERRIDES = ["actor.samples=32", "actor.iterations=3", "actor.elites=4"]
@@ -53,7 +55,7 @@ def test_same_seeds_starts_and_goals_across_methods(reach_run):
     assert set(by_method) == {"random", "expert", "icem@state"}
     reference = by_method["expert"]
     for episodes in by_method.values():
-        assert [e["seed"] for e in episodes] == [0, 1]
+        assert [e["seed"] for e in episodes] == [10_000, 10_001]
         assert all(e["steps"] == 8 for e in episodes)
         for episode, ref in zip(episodes, reference, strict=True):
             np.testing.assert_allclose(episode["start_state"], ref["start_state"], atol=1e-6)
@@ -85,15 +87,6 @@ def test_wilson_interval_matches_the_closed_form():
     assert math.isclose(low, 0.78640, abs_tol=1e-5) and math.isclose(high, 0.95652, abs_tol=1e-5)
     with pytest.raises(ValueError):
         wilson_interval(3, 2)
-
-
-def test_subgoal_schedules_follow_the_task_shares_scaled_to_the_length():
-    schedule = bench.goal_schedule("pick_place", 7, 50)
-    assert [schedule.count(stage) for stage in range(7)] == [12, 6, 3, 3, 14, 3, 9]
-    assert bench.goal_schedule("grasp", 4, 30) == [0] * 13 + [1] * 6 + [2] * 3 + [3] * 8
-    assert bench.goal_schedule("grasp", 4, 15) == [0] * 6 + [1] * 4 + [2] * 1 + [3] * 4
-    assert bench.goal_schedule("reach", 1, 5) == [0] * 5
-    assert bench.goal_schedule("grasp", 2, 30) == [0] * 15 + [1] * 15  # no shares: equal
 
 
 def test_state_model_planner_picks_up_the_cube(tmp_path):
@@ -153,15 +146,34 @@ def test_batched_episodes_match_the_sequential_run(tmp_path, capsys):
     assert planner_rows[0]["distance_mean"] < _row(batched, "random")["distance_mean"]
 
 
+def test_readout_planner_runs_in_lock_step_lanes_like_one_after_another(tmp_path):
+    """icem_readout needs the model's state readout; a lane model forwards it, so the batched
+    run plans like the sequential one (it used to be refused: "LaneModel has none")."""
+    argv = ["--tasks", "reach", "--planners", "icem_readout", "--models", "state"]
+    argv += ["--baselines", "none", "--episodes", "2", "--steps", "2", "--image-size", "32"]
+    runs = {}
+    for lanes in (1, 2):
+        out = tmp_path / f"lanes{lanes}"
+        flags = ["--batch-episodes", str(lanes), "--device", "cpu", "--out", str(out)]
+        assert bench.main([*argv, *flags, *PLANNER_OVERRIDES]) == 0
+        runs[lanes] = json.loads((out / "results.json").read_text())
+    assert "2 lock-step lanes" in runs[2]["execution"]
+    assert [row["method"] for row in runs[2]["rows"]] == ["icem_readout@state"]
+    for one, other in zip(runs[1]["episodes"], runs[2]["episodes"], strict=True):
+        assert other["evaluations"] == one["evaluations"] and other["seed"] == one["seed"]
+        assert other["distance"] == pytest.approx(one["distance"], abs=1e-5)
+
+
 @pytest.mark.parametrize(
     ("flag", "value", "error", "words"),
     [
-        ("--tasks", "reach,fly", bench.BenchError, "fly"),
+        ("--tasks", "reach,fly", BenchError, "fly"),
         ("--planners", "nosuchplanner", FileNotFoundError, "nosuchplanner"),
         ("--models", "no/such/model.pt", FileNotFoundError, "no/such/model.pt"),
-        ("--baselines", "oracle", bench.BenchError, "oracle"),
-        ("--episodes", "0", bench.BenchError, "episodes"),
-        ("--batch-episodes", "0", bench.BenchError, "batch_episodes must be >= 1"),
+        ("--baselines", "oracle", BenchError, "oracle"),
+        ("--episodes", "0", BenchError, "episodes"),
+        ("--batch-episodes", "0", BenchError, "batch_episodes must be >= 1"),
+        ("--seed", "999999", BenchError, "training scenes"),
     ],
 )
 def test_bad_requests_raise_and_write_nothing(tmp_path, capsys, flag, value, error, words):
@@ -197,7 +209,7 @@ def test_state_model_goal_needs_its_state():
     from world_model.state_model import StateWorldModel
 
     planner = Planner.from_config("icem", StateWorldModel(), "cpu", PLANNER_OVERRIDES)
-    policy = bench.PlannerPolicy(planner, goal_state=False)
+    policy = PlannerPolicy(planner, goal_state=False)
     obs = {"image": np.zeros((32, 32, 3), np.uint8), "state": np.zeros(7, np.float32)}
     obs["state"][:3] = (0.5, 0.0, 0.3)
     with pytest.raises((PlanInputError, ValueError), match="state"):

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -12,13 +10,12 @@ import numpy as np
 
 import sim
 from sim.tasks import TASK_NAMES
+from world_model.files import atomic_write
 
 
 def write_png(path: Path, image: np.ndarray) -> None:
     """Write ``image`` uint8 [H, W, 3] to ``path`` atomically (temp file, then rename)."""
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as handle:
-        imageio.imwrite(handle, image, format="png")  # type: ignore[arg-type]
-    os.replace(handle.name, path)
+    atomic_write(path, lambda temp: imageio.imwrite(temp, image, format="png"))
 
 
 def render_task(

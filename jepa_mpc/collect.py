@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from sim.backend import BACKENDS, CONTROL_DT
-from sim.tasks import TASK_NAMES
+from sim.tasks import TASK_NAMES, TRAINING_SEEDS_START
 
 
 @dataclass(frozen=True)
@@ -91,12 +91,15 @@ def collect(
     out: str | Path,
     tasks: list[str],
     episodes: int,
-    seed: int = 0,
+    seed: int = TRAINING_SEEDS_START,
     workers: int = 2,
     progress: bool = True,
     **spec_kwargs,
 ) -> dict:
     """Record ``episodes`` episodes (tasks round-robin) into the dataset folder ``out``.
+
+    Episode i uses the scene of ``reset(seed + i)``; ``seed`` must lie in the training range
+    (``TRAINING_SEEDS_START`` and up), which the benchmark never evaluates on.
 
     Returns:
         a summary: episodes written, expert/random split, success rate, seconds.
@@ -108,6 +111,12 @@ def collect(
             raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(TASK_NAMES)}")
     if episodes < 1:
         raise ValueError(f"--episodes must be at least 1, got {episodes}")
+    if seed < TRAINING_SEEDS_START:
+        raise ValueError(
+            f"--seed {seed} is in the evaluation range (below {TRAINING_SEEDS_START:,}, the "
+            f"seeds jepa-mpc bench uses): training data must use --seed {TRAINING_SEEDS_START} "
+            "or above"
+        )
     specs = [
         CollectSpec(task=tasks[i % len(tasks)], seed=seed + i, **spec_kwargs)
         for i in range(episodes)
@@ -115,7 +124,13 @@ def collect(
     start = time.perf_counter()
     counts = {"expert": 0, "random_walk": 0}
     successes = 0
-    info = {"simulator": specs[0].backend, "seed": seed, "tasks": tasks, "collector": __name__}
+    info = {
+        "simulator": specs[0].backend,
+        "seed": seed,
+        "seeds": [seed, seed + episodes - 1],
+        "tasks": tasks,
+        "collector": __name__,
+    }
     with TrajectoryWriter(out, control_dt=CONTROL_DT, info=info) as writer:
         with _pool(workers) as pool:
             results = pool.imap(record_episode, specs) if pool else map(record_episode, specs)
@@ -163,7 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="mujoco", choices=sorted(BACKENDS))
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=None, help="control steps per episode")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=TRAINING_SEEDS_START,
+        help="seed of the first episode (training range: %(default)s and up)",
+    )
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--explore", type=float, default=0.3, help="share of random walks")
     parser.add_argument("--noise", type=float, default=0.01, help="expert action noise std")

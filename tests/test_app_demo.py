@@ -10,7 +10,7 @@ import imageio.v2 as imageio
 import pytest
 
 import world_model
-from sim.demo import main
+from jepa_mpc.demo import main
 
 SMALL_PLANNER = [
     "--override",
@@ -58,9 +58,11 @@ def test_missing_model_says_how_to_train_it(tmp_path, capsys) -> None:
         (["--steps", "0"], "--steps"),
         (["--seed", "-1"], "--seed"),
         (["--planner", "no_such_planner"], "no_such_planner"),
+        (["--model", "state"], "the demo plans from camera images"),
     ],
 )
 def test_bad_arguments_give_clear_errors(tiny_model, tmp_path, capsys, argv, message) -> None:
     base = ["--model", str(tiny_model), "--out", str(tmp_path / "o")]
-    assert main(base + argv) == 2
+    assert main(base + argv) == 2  # a later --model wins
+    assert not (tmp_path / "o").exists()
     assert message in capsys.readouterr().err

@@ -7,8 +7,9 @@ Example::
     jepa-mpc bench --tasks reach,grasp --planners cem_paper,icem --models state \\
         --episodes 10 --image-size 64 --out runs/bench actor.samples=64
 
-The episodes themselves (policies, goal schedule, sequential and batched lock-step runs) live in
-``sim.bench_episodes``; its public names are re-exported here.
+The settings live in ``jepa_mpc.bench_config``, the episodes themselves (policies, sequential
+and batched lock-step runs) in ``jepa_mpc.bench_episodes``, statistics and outputs in
+``jepa_mpc.bench_report``; this module checks a request, loads its models and runs the loop.
 """
 
 from __future__ import annotations
@@ -18,148 +19,22 @@ import dataclasses
 import shlex
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import sim
-from planner import PlannerConfig, load_planner_config
+from jepa_mpc import bench_report as report
+from jepa_mpc.bench_config import BASELINES, BenchConfig, BenchError, Method, model_label
+from jepa_mpc.bench_episodes import run_configuration
+from planner import load_planner_config
 from planner.planner import resolve_device
-from planner.protocol import LatentWorldModel
 from robots.config import load_config
-from sim import bench_report as report
 from sim.backend import BACKENDS
-from sim.bench_episodes import (
-    SUBGOAL_SCHEDULES,
-    Decision,
-    EpisodeRun,
-    ExpertPolicy,
-    PlannerPolicy,
-    Policy,
-    RandomPolicy,
-    decide_in_lanes,
-    episode_goals,
-    finish_record,
-    goal_schedule,
-    make_policy,
-    run_batched,
-    run_configuration,
-    run_episode,
-    run_lanes,
-)
-from sim.tasks import TASK_NAMES
-from world_model.state_model import StateWorldModel
-
-__all__ = [
-    "BASELINES",
-    "SUBGOAL_SCHEDULES",
-    "BenchConfig",
-    "BenchError",
-    "Decision",
-    "EpisodeRun",
-    "ExpertPolicy",
-    "Method",
-    "PlannerPolicy",
-    "Policy",
-    "RandomPolicy",
-    "decide_in_lanes",
-    "episode_goals",
-    "execution_mode",
-    "finish_record",
-    "goal_schedule",
-    "lane_count",
-    "load_model",
-    "main",
-    "make_policy",
-    "model_label",
-    "parse_args",
-    "prepare",
-    "run_batched",
-    "run_benchmark",
-    "run_configuration",
-    "run_episode",
-    "run_lanes",
-]
-
-BASELINES = ("random", "expert")
-
-
-class BenchError(ValueError):
-    """A benchmark request that cannot run (unknown task, planner, model, bad numbers)."""
-
-
-@dataclass
-class BenchConfig:
-    """What to benchmark; ``configs/bench/<name>.yaml`` holds the same keys as the CLI flags.
-
-    Attributes:
-        tasks, planners, baselines: names (``sim.tasks.TASK_NAMES``, planner presets or YAML
-            paths, ``BASELINES``).
-        models: "state" (ground-truth-state model), "build:<preset>" (random init, pipeline
-            checks only), a path / bundled name for ``world_model.load``, or "<path>#<preset>".
-        episodes: seeded episodes per configuration (seeds ``seed .. seed+episodes-1``).
-        steps: control steps per episode (None: the task's ``episode_length``).
-        overrides: planner ``key=value`` overrides applied to every planner.
-        subgoals: tasks that plan on their subgoal images in turn (``env.subgoals()``); the
-            others plan toward the final goal image throughout.
-        videos: write one video per episode (goal image beside the frames).
-        device: "auto", "cpu", "cuda", ...
-        verify: check checkpoints' sha256 against their card before loading (--no-verify).
-        batch_episodes: planner episodes of one configuration run in lock-step lanes of this
-            many, their world-model rollouts merged into one call (1: one after another).
-    """
-
-    tasks: tuple[str, ...] = ("reach",)
-    planners: tuple[str, ...] = ("cem_paper",)
-    models: tuple[str, ...] = ("state",)
-    baselines: tuple[str, ...] = BASELINES
-    episodes: int = 10
-    seed: int = 0
-    backend: str = "mujoco"
-    image_size: int = 256
-    steps: int | None = None
-    overrides: tuple[str, ...] = ()
-    subgoals: tuple[str, ...] = ("push", "grasp", "pick_place")
-    videos: bool = False
-    device: str = "auto"
-    verify: bool = True
-    batch_episodes: int = 1
-
-
-@dataclass
-class Method:
-    """One way of choosing actions: a baseline, or a planner on a world model."""
-
-    label: str
-    model: str | None = None
-    planner: str | None = None
-    planner_config: PlannerConfig | None = None
-    world_model: Any = field(default=None, repr=False)
-
-
-def model_label(spec: str) -> str:
-    """Short name of a model spec for tables ("state", "build:tiny", a path's stem)."""
-    path = spec.partition("#")[0]
-    return Path(path).stem if ("/" in path or path.endswith(".pt")) else spec
-
-
-def load_model(spec: str, device: torch.device, verify: bool = True) -> LatentWorldModel:
-    """Load a model spec (see ``BenchConfig.models``) onto ``device``.
-
-    ``state`` -> StateWorldModel; ``build:<preset>`` -> ``world_model.build`` (seed 0);
-    ``<path or name>`` -> ``world_model.load``; ``<path>#<preset>`` -> load with those sizes
-    (an official ``.pt`` whose sizes cannot be inferred, e.g. ``vjepa2_ac_tiny.pt#tiny``).
-    """
-    if spec == "state":
-        return StateWorldModel().to(device)
-    import world_model
-
-    if spec.startswith("build:"):
-        return world_model.build(spec.removeprefix("build:"), device=device, seed=0)
-    path, _, preset = spec.partition("#")
-    return world_model.load(path, config=preset or None, device=device, verify=verify)
+from sim.goals import SUBGOAL_SCHEDULES
+from sim.tasks import EVALUATION_SEEDS_START, TASK_NAMES, TRAINING_SEEDS_START
+from world_model import MODEL_SPEC_HELP, resolve_model
 
 
 def _check_names(kind: str, names: tuple[str, ...], known: tuple[str, ...] | list[str]) -> None:
@@ -185,6 +60,12 @@ def prepare(config: BenchConfig) -> tuple[list[Method], torch.device]:
     _check_names("backend", (config.backend,), sorted(BACKENDS))
     if config.episodes < 1:
         raise BenchError(f"episodes must be >= 1, got {config.episodes}")
+    if config.seed < 0 or config.seed + config.episodes > TRAINING_SEEDS_START:
+        raise BenchError(
+            f"seeds {config.seed}..{config.seed + config.episodes - 1} leave the evaluation "
+            f"range 0..{TRAINING_SEEDS_START - 1:,} (seeds from {TRAINING_SEEDS_START:,} up are "
+            "training scenes, jepa-mpc collect)"
+        )
     if config.steps is not None and config.steps < 1:
         raise BenchError(f"steps must be >= 1, got {config.steps}")
     if config.image_size < 16:
@@ -203,7 +84,7 @@ def prepare(config: BenchConfig) -> tuple[list[Method], torch.device]:
         name: load_planner_config(name, list(config.overrides)) for name in config.planners
     }
     for spec in config.models:
-        world_model = load_model(spec, device, verify=config.verify)
+        world_model = resolve_model(spec, device, verify=config.verify)
         for name, planner_config in planner_configs.items():
             label = f"{model_label(name)}@{model_label(spec)}"
             methods.append(Method(label, model_label(spec), name, planner_config, world_model))
@@ -287,10 +168,12 @@ def parse_args(argv: list[str]) -> tuple[BenchConfig, Path]:
     parser.add_argument("--config", help="configs/bench/<name>.yaml or a YAML path")
     parser.add_argument("--tasks", help="comma-separated: reach,push,grasp,pick_place")
     parser.add_argument("--planners", help="planner presets or YAML paths, comma-separated")
-    parser.add_argument("--models", help="state, build:<preset>, a checkpoint path or name")
+    parser.add_argument("--models", help=f"model specs, comma-separated: {MODEL_SPEC_HELP}")
     parser.add_argument("--baselines", help="random,expert (or 'none')")
     parser.add_argument("--episodes", type=int)
-    parser.add_argument("--seed", type=int)
+    parser.add_argument(
+        "--seed", type=int, help=f"first episode's seed (default {EVALUATION_SEEDS_START})"
+    )
     parser.add_argument("--backend")
     parser.add_argument("--image-size", type=int, dest="image_size")
     parser.add_argument("--steps", type=int, help="control steps (default: task length)")

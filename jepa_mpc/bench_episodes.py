@@ -1,10 +1,8 @@
-"""Episode running for ``jepa-mpc bench`` (``sim.bench``): the policies (random, scripted
-expert, MPC planner), the (sub)goal schedule, one episode at a time (``run_episode``) and a
-planner's episodes in batched lock-step lanes (``run_batched``), their world-model rollouts
-merged into one call by ``planner.batching.RolloutBatcher``.
-
-``sim.bench`` holds the config, CLI, model loading and the benchmark loop, and re-exports the
-public names of this module.
+"""Episode running for ``jepa-mpc bench`` (``jepa_mpc.bench``): the policies (random,
+scripted expert, MPC planner), one episode at a time (``run_episode``) and a planner's episodes
+in batched lock-step lanes (``run_batched``), their world-model rollouts merged into one call by
+``planner.batching.RolloutBatcher``. The (sub)goal schedule is the simulator's
+(``sim.goals``), shared with the ROS sim node.
 """
 
 from __future__ import annotations
@@ -12,28 +10,19 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from jepa_mpc import bench_report as report
+from jepa_mpc.bench_config import BenchConfig, Method
 from planner import Planner
 from planner.batching import RolloutBatcher
 from planner.protocol import LatentWorldModel, model_device
-from sim import bench_report as report
 from sim.experts import expert_action
-from sim.tasks import TASKS
+from sim.goals import episode_goals, goal_schedule
 from world_model.state_model import StateWorldModel
-
-if TYPE_CHECKING:
-    from sim.bench import BenchConfig, Method
-
-# Subgoal schedules: each task's step shares of its subgoal stages (sim.tasks), scaled to the
-# episode length. A task without shares for its subgoals splits the steps evenly.
-SUBGOAL_SCHEDULES: dict[str, tuple[int, ...]] = {
-    name: task.subgoal_shares for name, task in TASKS.items() if task.subgoal_shares
-}
-
 
 # What a policy decides for one step: (action [7], planning seconds or None, evaluations or None).
 Decision = tuple[np.ndarray, float | None, int | None]
@@ -85,27 +74,6 @@ class PlannerPolicy:
             target["state"] = goal["state"]
         plan = self.planner.plan({"image": obs["image"], "state": obs["state"]}, target)
         return plan.action, plan.timings["total"], plan.evaluations
-
-
-def goal_schedule(task: str, goals: int, steps: int) -> list[int]:
-    """Index of the (sub)goal the planner aims at, for each control step ``[steps]``.
-
-    Stage boundaries sit at the cumulative fractions of the task's ``SUBGOAL_SCHEDULES`` entry
-    when it has ``goals`` stages (pick_place, 50 steps: 12, 6, 3, 3, 14, 3 and 9 steps), else of
-    equal shares; one goal is aimed at throughout. The schedule depends on the step count only,
-    never on the scene (no early switching on success).
-    """
-    weights = SUBGOAL_SCHEDULES.get(task, ())
-    if len(weights) != goals:
-        weights = (1,) * goals
-    bounds = np.round(np.cumsum(weights)[:-1] / sum(weights) * steps).astype(int)
-    return [int(np.searchsorted(bounds, step, side="right")) for step in range(steps)]
-
-
-def episode_goals(env, use_subgoals: bool) -> list[dict]:
-    """The goal observations of the current episode: its subgoals (when asked for and the task
-    has some; the last is the goal), else the goal alone."""
-    return (env.subgoals() if use_subgoals else []) or [env.goal()]
 
 
 class EpisodeRun:

@@ -4,15 +4,13 @@ for each backend and image size; prints a table and optionally writes JSON."""
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 import time
 
 import numpy as np
 
 from sim.backend import UnknownBackendError, backend_class
 from sim.env import FrankaTableEnv
+from world_model.files import write_json
 
 
 def bench_one(backend: str, size: int, steps: int, renders: int) -> dict:
@@ -68,8 +66,5 @@ def main(argv: list[str] | None = None) -> int:
                 f" {row['env_steps_per_s_with_image']:>12.1f}"
             )
     if args.json:
-        folder = os.path.dirname(os.path.abspath(args.json))
-        with tempfile.NamedTemporaryFile("w", dir=folder, delete=False, suffix=".tmp") as handle:
-            json.dump(rows, handle, indent=2)
-        os.replace(handle.name, args.json)
+        write_json(args.json, rows)
     return 0

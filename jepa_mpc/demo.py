@@ -9,14 +9,17 @@ CPU-sized iCEM planner; prints per-step energy, distance and planning time and w
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from planner import Planner
+from planner.planner import resolve_device
+from world_model import resolve_model
+from world_model.files import atomic_write, pyplot, save_figure, write_json
 
 # Defaults that keep one plan to about a second on 2 CPU cores with ``sim-small``.
 CPU_PLANNER = "icem"
@@ -34,7 +37,7 @@ class DemoError(ValueError):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse and check the command line; raises DemoError on bad values."""
     parser = argparse.ArgumentParser(prog="jepa-mpc demo", description=__doc__)
-    parser.add_argument("--model", default="sim-small", help="bundled name or checkpoint path")
+    parser.add_argument("--model", default="sim-small", help="bundled name, checkpoint path, ...")
     parser.add_argument("--planner", default=CPU_PLANNER, help="configs/planner preset or YAML")
     parser.add_argument(
         "--override",
@@ -62,16 +65,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def load_model(name_or_path: str, device: str, verify: bool = True):
-    """``world_model.load`` with an error that says how to get the model when it is missing."""
-    import world_model
-
+def load_model(spec: str, device: str | torch.device, verify: bool = True):
+    """``world_model.resolve_model`` with an error that says how to get the model when it is
+    missing, or that it is not an image model."""
     try:
-        return world_model.load(name_or_path, device=device, verify=verify)
+        model = resolve_model(spec, device, verify=verify)
     except FileNotFoundError as error:
-        raise FileNotFoundError(
-            f"world model {name_or_path!r} not found ({error}); {TRAIN_HINT}"
-        ) from None
+        raise FileNotFoundError(f"world model {spec!r} not found ({error}); {TRAIN_HINT}") from None
+    if getattr(model, "config", None) is None:  # the ground-truth-state model sees no pixels
+        raise DemoError(
+            "the demo plans from camera images: give an image world model (sim-small, "
+            f"random:<preset>, a checkpoint path), not {spec!r}"
+        )
+    return model
 
 
 def run_episode(model, planner, seed: int, steps: int | None, log=print) -> dict:
@@ -126,19 +132,15 @@ def write_gif(path: Path, frames: list[np.ndarray], goal: np.ndarray, fps: float
 
     gap = np.full((goal.shape[0], 4, 3), 255, np.uint8)
     pairs = [np.concatenate((frame, gap, goal), axis=1) for frame in frames]
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".gif", delete=False) as handle:
-        imageio.mimwrite(handle, pairs, format="gif", duration=1000.0 / fps, loop=0)
-    os.replace(handle.name, path)
+    atomic_write(
+        path,
+        lambda temp: imageio.mimwrite(temp, pairs, format="gif", duration=1000.0 / fps, loop=0),
+    )
 
 
 def write_plot(path: Path, energy: list[float], distance: list[float], threshold: float) -> None:
     """PNG of energy (left axis) and TCP-to-goal distance (right axis) over steps, atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, left = plt.subplots(figsize=(6, 3.5))
+    figure, left = pyplot().subplots(figsize=(6, 3.5))
     steps = np.arange(len(energy))
     left.plot(steps, energy, "o-", color="tab:blue", label="energy")
     left.set_xlabel("control step")
@@ -148,10 +150,7 @@ def write_plot(path: Path, energy: list[float], distance: list[float], threshold
     right.axhline(threshold, color="tab:red", linestyle=":", linewidth=1)
     right.set_ylabel("distance to goal (m)", color="tab:red")
     figure.tight_layout()
-    with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".png", delete=False) as handle:
-        figure.savefig(handle, format="png", dpi=100)
-    plt.close(figure)
-    os.replace(handle.name, path)
+    save_figure(figure, path, dpi=100)
 
 
 def write_outputs(out: Path, record: dict, args: argparse.Namespace) -> dict:
@@ -175,17 +174,12 @@ def write_outputs(out: Path, record: dict, args: argparse.Namespace) -> dict:
         **{key: record[key] for key in ("energy", "distance", "predicted_energy", "actions")},
         "plan_seconds": seconds,
     }
-    with tempfile.NamedTemporaryFile("w", dir=out, suffix=".json", delete=False) as handle:
-        json.dump(summary, handle, indent=1)
-    os.replace(handle.name, out / "summary.json")
+    write_json(out / "summary.json", summary, indent=1)
     return summary
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``jepa-mpc demo``; 0 on success, 2 on bad arguments or a missing model."""
-    from planner import Planner
-    from planner.planner import resolve_device
-
     try:
         args = parse_args(argv)
         began = time.perf_counter()

@@ -23,7 +23,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sim import bench_report as report
+from jepa_mpc import bench_report as report
 
 # Config keys that may differ between shards (they define the seed range each one covered).
 SHARD_KEYS = ("seed", "episodes")

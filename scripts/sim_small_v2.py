@@ -1,0 +1,146 @@
+"""Retrain sim-small v2 end to end with one command: collect, train, probe, evaluate.
+
+    python scripts/sim_small_v2.py --work /tmp/v2                 # everything (hours on 2 cores)
+    python scripts/sim_small_v2.py --work /tmp/v2 --stages collect,train --steps 800
+
+Every stage resumes after a kill: ``collect`` tops the dataset up to ``--episodes`` (continuing
+the training seed range where the folder stops; whole chunks only), ``train`` resumes from the
+run's last checkpoint (``jepa-mpc train joint``), ``probe`` and ``bench`` rewrite their outputs.
+Each stage shows a progress bar; the loss plot is ``WORK/run/loss.png``. The recipe, its
+figures and why each choice: ``docs/sim_small.md`` ("v2") and the model card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from sim.tasks import TRAINING_SEEDS_START
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("collect", "train", "probe", "bench")
+# One episode in six is reach or push, one in three grasp or pick_place: gripper events are
+# what v1 missed.
+TASK_CYCLE = "reach,grasp,pick_place,push,grasp,pick_place"
+
+
+def run(command: list[str]) -> None:
+    """Run one CLI step, echoing it; a failing step stops the recipe with its exit status."""
+    print("+ " + " ".join(command), flush=True)
+    status = subprocess.call(command)
+    if status != 0:
+        raise SystemExit(status)
+
+
+def episodes_in(data: Path) -> int:
+    """Episodes already in the dataset folder (0 if there is none yet)."""
+    meta = data / "meta.json"
+    if not meta.is_file():
+        return 0
+    return len(json.loads(meta.read_text())["episodes"])
+
+
+def collect(cli: str, data: Path, episodes: int, workers: int) -> None:
+    """Top the dataset up to ``episodes``, continuing the training seeds where it stops."""
+    have = episodes_in(data)
+    if have >= episodes:
+        print(f"collect: {data} has {have} episodes (>= {episodes}), skipped")
+        return
+    run(
+        [
+            cli,
+            "collect",
+            "--task",
+            TASK_CYCLE,
+            "--episodes",
+            str(episodes - have),
+            "--seed",
+            str(TRAINING_SEEDS_START + have),
+            "--out",
+            str(data),
+            "--image-size",
+            "128",
+            "--workers",
+            str(workers),
+        ]
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the flags and run the chosen stages in order."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--work", required=True, help="folder for data, run, probe and bench")
+    parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset")
+    parser.add_argument("--episodes", type=int, default=416, help="training episodes")
+    parser.add_argument("--workers", type=int, default=2, help="collection processes")
+    parser.add_argument("--steps", type=int, default=800, help="joint training steps")
+    parser.add_argument("--eval-episodes", type=int, default=50, help="per task and method")
+    parser.add_argument("--planner", default="icem_readout", help="planner preset to bench")
+    args = parser.parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        parser.error(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(STAGES)}")
+    cli = shutil.which("jepa-mpc")
+    if cli is None:
+        parser.error("the jepa-mpc command is not on PATH: install the project first")
+    work = Path(args.work)
+    data, run_dir = work / "data", work / "run"
+    model = run_dir / "model"
+    if "collect" in stages:
+        collect(cli, data, args.episodes, args.workers)
+    if "train" in stages:
+        run(
+            [
+                cli,
+                "train",
+                "joint",
+                "--config",
+                "joint_sim_small_v2",
+                "--data",
+                str(data),
+                "--out",
+                str(run_dir),
+                f"steps={args.steps}",
+            ]
+        )
+    if "probe" in stages:
+        probe = REPO / "scripts" / "probe_gripper.py"
+        out = work / "probe.json"
+        run([sys.executable, str(probe), "--model", str(model), "--no-verify", "--out", str(out)])
+    if "bench" in stages:
+        run(
+            [
+                cli,
+                "bench",
+                "--tasks",
+                "reach,grasp,pick_place,push",
+                "--planners",
+                args.planner,
+                "--models",
+                f"{model},sim-small",
+                "--baselines",
+                "random,expert",
+                "--episodes",
+                str(args.eval_episodes),
+                "--image-size",
+                "128",
+                "--device",
+                "cpu",
+                "--no-verify",
+                "--out",
+                str(work / "bench"),
+                "actor.samples=64",
+                "actor.iterations=6",
+                "actor.elites=6",
+            ]
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

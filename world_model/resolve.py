@@ -1,0 +1,76 @@
+"""One way to name a world model: ``resolve_model(spec)`` turns the string a user types (CLI
+flag, ROS parameter, script argument, ``Planner.from_config(world_model=...)``) into a model.
+
+Spec grammar (``MODEL_SPEC_HELP``):
+
+- ``state``: the ground-truth-state model (``StateWorldModel``; sim only, it reads the
+  end-effector state, not the pixels);
+- ``random:<preset>``: an untrained model of a ``configs/model`` preset, seed 0 (pipeline and
+  latency checks only);
+- ``<path or bundled name>``: an official ``.pt``, a converted folder, or a name in
+  ``world_model/checkpoints`` (``sim-small``), loaded by ``world_model.load``;
+- ``<path>#<preset>``: the same with the sizes of a preset (an official ``.pt`` whose sizes
+  cannot be inferred, e.g. ``vjepa2_ac_tiny.pt#tiny``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from robots.config import CONFIG_DIR
+from world_model.checkpoint import load
+from world_model.checksums import Verify
+from world_model.errors import CheckpointNotFoundError, ModelSpecError
+from world_model.model import WorldModel, build
+from world_model.state_model import StateWorldModel
+
+STATE = "state"
+RANDOM_PREFIX = "random:"
+MODEL_SPEC_HELP = (
+    "state, random:<preset> (untrained), a checkpoint path, a bundled name (sim-small), or "
+    "<path>#<preset>"
+)
+
+
+def resolve_model(
+    spec: str | Path,
+    device: str | torch.device = "cpu",
+    verify: Verify = True,
+) -> WorldModel | StateWorldModel:
+    """The world model a spec names (see the module doc), in eval mode on ``device``.
+
+    Args:
+        spec: ``state``, ``random:<preset>``, a path or bundled name, or ``<path>#<preset>``.
+        device: where to put it.
+        verify: sha256 check of a checkpoint before loading (see ``world_model.load``).
+
+    Raises:
+        ModelSpecError: an empty spec or not a string/path.
+        CheckpointNotFoundError: no such checkpoint (the message lists the bundled names and,
+            when the spec is a model preset, how to ask for an untrained one).
+        FileNotFoundError: ``random:<preset>`` with an unknown preset (lists the known ones).
+        CheckpointError: a checkpoint that fails its checks.
+    """
+    if not isinstance(spec, str | Path):
+        raise ModelSpecError(
+            f"a model spec is a string ({MODEL_SPEC_HELP}), got {type(spec).__name__}"
+        )
+    text = str(spec).strip()
+    if not text:
+        raise ModelSpecError(f"empty model spec; give {MODEL_SPEC_HELP}")
+    if text == STATE:
+        return StateWorldModel().to(device).eval()
+    if text.startswith(RANDOM_PREFIX):
+        return build(text.removeprefix(RANDOM_PREFIX), device=device, seed=0)
+    path, _, preset = text.partition("#")
+    try:
+        return load(path, config=preset or None, device=device, verify=verify)
+    except CheckpointNotFoundError as error:
+        if (CONFIG_DIR / "model" / f"{path}.yaml").is_file():
+            raise CheckpointNotFoundError(
+                f"{error}; {path!r} is a model preset: write {RANDOM_PREFIX}{path} for an "
+                "untrained model of its sizes"
+            ) from None
+        raise
