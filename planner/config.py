@@ -9,6 +9,7 @@ from pathlib import Path
 
 from robots.config import ConfigError, load_config
 from robots.franka import Workspace
+from world_model.hot_path import PRECISIONS
 
 ACTORS = ("cem", "icem", "gd", "cem+gd", "mppi", "amortised")
 
@@ -162,6 +163,12 @@ class PlannerConfig:
         seed: seeds the planner's torch.Generator (plans are deterministic given it).
         goal_cache_size: goal latents kept (keyed by a hash of the goal's content).
         robot: robot limits config (``configs/robot/<name>.yaml``) for the safety filter.
+        precision: the world model's hot path while this planner plans: "model" (as the model
+            is set: bf16 on CUDA, fp32 on CPU), "bf16" (bf16 autocast on CUDA and on CPUs with
+            native bf16, else fp32) or "fp32" (see ``world_model.hot_path``).
+        cpu_threads: torch CPU threads while planning on the CPU (0: leave torch's setting).
+            Measured on 2 shared cores: 2 threads ran 2-14x slower than 1 while other
+            processes used the cores (docs/benchmark.md, "CPU hot path").
     """
 
     actor: ActorConfig = field(default_factory=ActorConfig)
@@ -170,6 +177,8 @@ class PlannerConfig:
     seed: int = 0
     goal_cache_size: int = 16
     robot: str = "franka"
+    precision: str = "model"
+    cpu_threads: int = 0
 
 
 def validate(config: PlannerConfig) -> PlannerConfig:
@@ -192,6 +201,12 @@ def validate(config: PlannerConfig) -> PlannerConfig:
         raise ConfigError("actor.refine_iterations and actor.probes must be >= 0, refine_std > 0")
     if actor.temperature <= 0 or actor.population_decay < 1.0:
         raise ConfigError("actor.temperature must be > 0 and actor.population_decay >= 1")
+    if config.precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
+    if config.cpu_threads < 0:
+        raise ConfigError(
+            f"cpu_threads must be >= 0 (0: torch's setting), got {config.cpu_threads}"
+        )
     bounds = config.bounds
     if min(bounds.translation_max, bounds.rotation_max, bounds.gripper_max) < 0:
         raise ConfigError("action bounds must be >= 0")

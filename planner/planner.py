@@ -22,6 +22,7 @@ from planner.inputs import PlanInputError, content_key, split_observation
 from planner.protocol import LatentWorldModel, ReadoutWorldModel, model_device, same_device
 from robots.config import ConfigError
 from robots.franka import ACTION_DIM, GRIPPER, SafetyFilter, load_limits
+from world_model.hot_path import autocast_dtype, running
 from world_model.resolve import resolve_model
 
 
@@ -118,6 +119,8 @@ class Planner:
         self.actor = make_actor(config.actor, self.space, world_model)
         self.safety = SafetyFilter(load_limits(config.robot))
         self.generator = torch.Generator(device=self.device)
+        self.autocast_dtype = autocast_dtype(config.precision, self.device)
+        self.cpu_threads = config.cpu_threads if self.device.type == "cpu" else 0
         self.evaluation_batch = EvaluationBatch()
         self._goal_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.cache_hits = 0
@@ -174,6 +177,11 @@ class Planner:
             torch.cuda.OutOfMemoryError: only if even one sequence at a time does not fit
                 (larger batches fall back to chunks, see ``EvaluationBatch``).
         """
+        with running(self.world_model, self.autocast_dtype, self.cpu_threads):
+            return self._plan(obs, goal)
+
+    def _plan(self, obs: dict[str, Any], goal: dict[str, Any] | np.ndarray | torch.Tensor) -> Plan:
+        """``plan`` in the configured precision and threads."""
         start = time.perf_counter()
         image, state = split_observation(obs, "obs", state_required=True)
         goal_image, goal_state = split_observation(goal, "goal", state_required=False)

@@ -25,7 +25,6 @@ from planner.actors.base import ActionSpace
 from planner.config import PlannerConfig, load_planner_config
 from planner.planner import Planner, has_readout
 from planner.policy import PolicyConfig, ProposalPolicy, save_policy
-from robots.config import ConfigError
 from robots.franka import GRIPPER, integrate_pose, pose_delta
 
 
@@ -336,20 +335,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``jepa-mpc train policy``; 2 on a bad model, dataset or planner."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    from world_model.data import DatasetError, DatasetNotFoundError
-    from world_model.errors import CheckpointError, CheckpointNotFoundError
-
     command = shlex.join(["jepa-mpc", "train", "policy", *argv])
     try:
         info = train_policy(args, command)
-    except (
-        ConfigError,
-        DatasetError,
-        DatasetNotFoundError,
-        CheckpointError,
-        CheckpointNotFoundError,
-        FileNotFoundError,
-    ) as error:
+    except (ValueError, FileNotFoundError) as error:  # config, dataset, checkpoint, policy
         print(f"jepa-mpc train policy: error: {error}", file=sys.stderr)
         return 2
     for name, errors in info["held_out_error"].items():
