@@ -34,7 +34,8 @@ def test_precision_and_threads_hold_while_planning_and_are_restored():
     model = tiny()
     before = torch.get_num_threads()
     threads = 2 if before == 1 else 1  # differs from the process's setting
-    overrides = ["precision=bf16", f"cpu_threads={threads}", "actor.samples=8", "actor.iterations=2"]
+    search = ["actor.samples=8", "actor.iterations=2"]
+    overrides = ["precision=bf16", f"cpu_threads={threads}", *search]
     planner = Planner.from_config("icem", model, "cpu", overrides)
     image = np.zeros((64, 64, 3), np.uint8)
     planner.plan({"image": image, "state": START}, {"image": image})
@@ -42,7 +43,7 @@ def test_precision_and_threads_hold_while_planning_and_are_restored():
     assert set(model.seen) == {(expected, threads)}
     assert model.autocast_dtype is None and torch.get_num_threads() == before
     model.seen.clear()
-    Planner.from_config("icem", model, "cpu", overrides[2:]).plan(
+    Planner.from_config("icem", model, "cpu", search).plan(
         {"image": image, "state": START}, {"image": image}
     )
     assert set(model.seen) == {(None, before)}  # the default leaves the model as it is
