@@ -15,6 +15,7 @@ from torch import nn
 
 from robots.config import ConfigError
 from robots.franka import ACTION_DIM, GRIPPER, POS, ROT
+from world_model.checksums import check_hashes, folder_records
 from world_model.files import atomic_write
 
 POLICY_FILE = "policy.safetensors"
@@ -153,10 +154,17 @@ def save_policy(policy: ProposalPolicy, path: str | Path, info: dict | None = No
 def load_policy(path_or_name: str | Path, device: torch.device | str = "cpu") -> ProposalPolicy:
     """Read a policy file (see ``policy_path``), in eval mode on ``device``.
 
+    A file that its folder's checksum records (``MODEL_CARD.md``, ``SHA256SUMS``) list is
+    checked against them first.
+
     Raises:
         PolicyError: missing file, not a policy file, or weights that do not fit its sizes.
+        ChecksumError: the file differs from its folder's record.
     """
     path = policy_path(path_or_name)
+    for record, hashes in folder_records(path.parent):  # a policy shipped beside its model
+        if path.name in hashes:
+            check_hashes(path.parent, record, {path.name: hashes[path.name]})
     try:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
