@@ -35,15 +35,16 @@ def test_gpu_bench_runs_end_to_end_on_cpu_with_the_tiny_model(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(out.read_text())
     cases = {(row["preset"], row["dtype"], row["mode"]) for row in report["rows"]}
-    presets = ("cem_paper", "cem_release", "icem", "fast")
+    presets = ("cem_paper", "cem_release", "icem", "fast", "fast_path")
     assert cases == {(p, d, "eager") for p in presets for d in ("bf16", "fp32")}
     assert all(row["status"] == "ok" and row["median_s"] > 0 for row in report["rows"])
-    fast = [row for row in report["rows"] if row["preset"] == "fast"]
-    assert all(row["fallbacks"] >= 0 and row["evaluations"] > 0 for row in fast)
+    fast = {(row["preset"], row["dtype"]): row for row in report["rows"] if "fast" in row["preset"]}
+    assert all(row["fallbacks"] >= 0 and row["evaluations"] > 0 for row in fast.values())
+    assert fast["fast_path", "fp32"]["fallbacks"] == 0  # no probes: never the full search
     text = doc.read_text()
     assert text.startswith("# Benchmarks\n\nintro\n") and text.count(BEGIN) == 1
     table = text.split(BEGIN)[1].split(END)[0]
-    assert table.count("| ok |") == 8 and "gpu_bench.sh --device cpu" in table
+    assert table.count("| ok |") == 10 and "gpu_bench.sh --device cpu" in table
 
 
 def test_doc_table_is_replaced_between_the_markers(tmp_path):
