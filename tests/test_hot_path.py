@@ -3,6 +3,8 @@ restored after (one model object may serve several planners), and bad values are
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -62,3 +64,22 @@ def test_running_restores_after_an_error_and_precisions_map_to_dtypes():
         Planner.from_config("icem", model, "cpu", ["precision=fp16"])
     with pytest.raises(ConfigError, match="cpu_threads must be >= 0"):
         Planner.from_config("icem", model, "cpu", ["cpu_threads=-1"])
+
+
+def test_bench_model_compares_threads_and_dtypes_side_by_side(tmp_path, capsys):
+    from world_model import bench
+
+    out = tmp_path / "compare.json"
+    argv = ["--preset", "tiny", "--samples", "4", "--horizon", "1", "--compare"]
+    assert bench.main([*argv, "--compare-threads", "1", "--rounds", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert {(r["threads"], r["dtype"], r["op"]) for r in rows} == {
+        (1, dtype, op) for dtype in ("fp32", "bf16") for op in ("rollout", "encode")
+    }
+    assert (
+        all(r["median_ms"] > 0 for r in rows)
+        and "| 1 | bf16 | rollout |" in capsys.readouterr().out
+    )
+    with pytest.raises(SystemExit):
+        bench.main([*argv, "--compare-dtypes", "fp16"])
+    assert "expected some of bf16, fp32" in capsys.readouterr().err

@@ -117,6 +117,65 @@ def run(args: argparse.Namespace) -> dict:
     }
 
 
+def compare(args: argparse.Namespace) -> list[dict]:
+    """The rollout (and one 1-frame encode) timed for every (threads, dtype) pair, the pairs
+    interleaved round by round so that they share whatever else the machine is doing; one
+    row per (threads, dtype) with median and p90 milliseconds. Encoder and predictor are
+    real (random init) here: the encode is part of a plan's time."""
+    from world_model.model import build
+
+    device = torch.device("cpu")
+    model = build(resolve_config(args.preset), device=device, seed=0)
+    size = model.config.img_size
+    image = torch.randint(0, 256, (size, size, 3), dtype=torch.uint8)
+    z0 = model.encode(image)
+    s0 = torch.full((1, model.state_dim), 0.3)
+    actions = 0.05 * torch.randn(args.samples, args.horizon, model.state_dim)
+    pairs = [(t, d) for t in args.compare_threads for d in args.compare_dtypes]
+    times: dict[tuple[int, str, str], list[float]] = {}
+    with torch.no_grad():
+        for round_index in range(args.rounds + 1):  # round 0 warms up
+            for threads, dtype in pairs:
+                torch.set_num_threads(threads)
+                model.autocast_dtype = DTYPES[dtype]
+                for name, call in (
+                    ("rollout", lambda: model.rollout(z0, s0, actions)),
+                    ("encode", lambda: model.encode(image)),
+                ):
+                    began = time.perf_counter()
+                    call()
+                    if round_index:
+                        times.setdefault((threads, dtype, name), []).append(
+                            time.perf_counter() - began
+                        )
+    return [
+        {
+            "preset": str(args.preset),
+            "samples": args.samples,
+            "horizon": args.horizon,
+            "threads": threads,
+            "dtype": dtype,
+            "op": name,
+            "median_ms": 1e3 * statistics.median(values),
+            "p90_ms": 1e3 * sorted(values)[int(0.9 * (len(values) - 1))],
+        }
+        for (threads, dtype, name), values in times.items()
+    ]
+
+
+def print_comparison(rows: list[dict]) -> None:
+    """The comparison as a Markdown table, with each row's time relative to the first's."""
+    first = {row["op"]: row["median_ms"] for row in rows[:2]}
+    print("| threads | dtype | op | median ms | p90 ms | vs first |")
+    print("|---|---|---|---|---|---|")
+    for row in rows:
+        ratio = row["median_ms"] / first[row["op"]]
+        print(
+            f"| {row['threads']} | {row['dtype']} | {row['op']} | {row['median_ms']:.1f} "
+            f"| {row['p90_ms']:.1f} | {ratio:.2f}x |"
+        )
+
+
 def print_table(result: dict) -> None:
     """The result as aligned ``name  value`` lines."""
     width = max(map(len, result))
@@ -126,6 +185,25 @@ def print_table(result: dict) -> None:
         elif isinstance(value, list):
             value = ", ".join(f"{v:.4g}" for v in value)
         print(f"{key:<{width}}  {value}")
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return values
+
+
+def _dtypes(text: str) -> list[str]:
+    values = [part.strip() for part in text.split(",") if part.strip()]
+    if not values or any(value not in DTYPES for value in values):
+        raise argparse.ArgumentTypeError(f"expected some of {', '.join(DTYPES)}, got {text!r}")
+    return values
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -139,6 +217,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--matmul-size", type=int, default=0, help="0: 8192 CUDA, 2048 CPU")
     parser.add_argument("--json", default=None, help="write the result here")
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="CPU: time every --compare-threads x --compare-dtypes pair side by side",
+    )
+    parser.add_argument("--compare-threads", default="1,2", type=_ints, dest="compare_threads")
+    parser.add_argument(
+        "--compare-dtypes", default="fp32,bf16", type=_dtypes, dest="compare_dtypes"
+    )
+    parser.add_argument("--rounds", type=int, default=8, help="--compare: interleaved rounds")
     args = parser.parse_args(argv)
     if args.samples < 1 or args.horizon < 1 or args.repeats < 1:
         parser.error("--samples, --horizon and --repeats must be >= 1")
@@ -148,6 +236,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark, print a table, optionally write JSON (atomically)."""
     args = parse_args(argv)
+    if args.compare:
+        rows = compare(args)
+        print_comparison(rows)
+        if args.json:
+            write_json(args.json, rows, indent=1)
+        return 0
     result = run(args)
     print_table(result)
     if args.json:
