@@ -259,7 +259,9 @@ def saved(tmp_path: Path) -> Path:
 def test_bundled_card_lists_every_file_with_its_hash() -> None:
     folder = CHECKPOINT_DIR / "sim-small"
     hashes = read_card(folder / "MODEL_CARD.md")
-    assert sorted(hashes) == ["config.json", "model.safetensors"]
+    records = ("MODEL_CARD.md", "SHA256SUMS")
+    files = sorted(path.name for path in folder.iterdir() if path.name not in records)
+    assert sorted(hashes) == files == ["config.json", "model.safetensors", "policy.safetensors"]
     for name, expected in hashes.items():
         assert sha256_file(folder / name) == expected, name
 
