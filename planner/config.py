@@ -197,8 +197,8 @@ def validate(config: PlannerConfig) -> PlannerConfig:
         raise ConfigError(f"actor.final must be 'mean' or 'best', got {actor.final!r}")
     if not 0.0 <= actor.momentum < 1.0 or not 0.0 <= actor.keep_elites <= 1.0:
         raise ConfigError("actor.momentum must be in [0, 1) and actor.keep_elites in [0, 1]")
-    if actor.refine_iterations < 0 or actor.probes < 0 or actor.refine_std <= 0:
-        raise ConfigError("actor.refine_iterations and actor.probes must be >= 0, refine_std > 0")
+    if actor.refine_iterations < 1 or actor.probes < 0 or actor.refine_std <= 0:
+        raise ConfigError("actor.refine_iterations must be >= 1, probes >= 0, refine_std > 0")
     if actor.temperature <= 0 or actor.population_decay < 1.0:
         raise ConfigError("actor.temperature must be > 0 and actor.population_decay >= 1")
     if config.precision not in PRECISIONS:

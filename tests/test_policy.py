@@ -195,3 +195,10 @@ def test_train_policy_cli_writes_a_policy_that_fast_loads(small_dataset, tmp_pat
     assert planner.plan({"image": IMAGE, "state": START}, {"image": IMAGE}).actions.shape == (1, 7)
     assert main([*argv[2:], *tiny_search, "actor.nope=1"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_bad_fast_settings_are_refused_by_name(model):
+    with pytest.raises(ValueError, match="refine_iterations must be >= 1"):
+        Planner.from_config("fast", model, "cpu", [*FAST, "actor.refine_iterations=0"])
+    with pytest.raises(ValueError, match="refine_samples must be >= 1"):
+        Planner.from_config("fast", model, "cpu", [*FAST, "actor.refine_samples=0"])
