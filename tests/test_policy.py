@@ -112,7 +112,7 @@ def test_a_trained_proposal_is_refined_with_a_fraction_of_the_evaluations(model,
     fast = fast_planner(model, policies["good"])
     ratio, evaluations = run_goals(fast, model, goals(16))
     assert fast.actor.fell_back <= 3  # the probes rarely beat a good proposal
-    assert ratio < 0.3  # the energy left, relative to holding still
+    assert ratio < 0.4  # the energy left, relative to holding still (full search: ~0.09)
     full = Planner.from_config("icem", model, "cpu", ["actor.samples=48", "actor.iterations=4"])
     _, full_evaluations = run_goals(full, model, goals(16))
     assert np.median(evaluations) < 0.5 * np.median(full_evaluations)
@@ -155,12 +155,13 @@ def test_policy_files_round_trip_and_refuse_what_does_not_fit(model, tmp_path):
 def test_fast_without_a_policy_still_plans_from_its_previous_action(model):
     planner = Planner.from_config("fast", model, "cpu", [*FAST, "actor.policy=none"])
     goal = START.copy()
-    goal[:3] += [0.03, -0.02, 0.01]
-    state = START.copy()
-    for _ in range(3):
+    goal[:3] += [0.03, -0.02, 0.01]  # 3.7 cm away
+    state, distances = START.copy(), []
+    for _ in range(6):
         plan = planner.plan({"image": IMAGE, "state": state}, {"image": IMAGE, "state": goal})
         state = state + plan.action
-    assert float(np.linalg.norm(state[:3] - goal[:3])) < 0.005
+        distances.append(float(np.linalg.norm(state[:3] - goal[:3])))
+    assert distances[0] < 0.03 and distances[-1] < 0.01, distances
 
 
 @pytest.fixture(scope="module")
