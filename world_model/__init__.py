@@ -3,6 +3,7 @@ official checkpoints (``load``), randomly initialised from a preset (``build``).
 
 from world_model.checkpoint import load, save
 from world_model.config import EncoderConfig, PredictorConfig, WorldModelConfig
+from world_model.devices import DeviceError, resolve_device
 from world_model.errors import (
     CheckpointError,
     CheckpointKeyError,
@@ -20,6 +21,7 @@ __all__ = [
     "CheckpointKeyError",
     "CheckpointNotFoundError",
     "ChecksumError",
+    "DeviceError",
     "EncoderConfig",
     "ImageError",
     "InputShapeError",
@@ -30,5 +32,6 @@ __all__ = [
     "WorldModelError",
     "build",
     "load",
+    "resolve_device",
     "save",
 ]
