@@ -78,6 +78,12 @@ def _real_array(values: Any, where: str) -> np.ndarray:
 
 def check_state(state: Any, where: str) -> torch.Tensor:
     """A finite end-effector state of 7 numbers -> float32 tensor [7], or PlanInputError."""
+    return torch.from_numpy(state_values(state, where)).to(torch.float32)
+
+
+def state_values(state: Any, where: str) -> np.ndarray:
+    """The checks of :func:`check_state`, returning float64 ``[7]`` (gripper clipped, angles
+    wrapped), or PlanInputError."""
     values = np.array(_real_array(state, where))  # a copy: the caller's array is not changed
     if values.ndim != 1 or values.shape[0] != STATE_DIM:
         raise PlanInputError(
@@ -106,7 +112,7 @@ def check_state(state: Any, where: str) -> torch.Tensor:
             f"radians (roll, pitch, yaw)"
         )
     values[ROT] = np.where(np.abs(angles) > np.pi, np.angle(np.exp(1j * angles)), angles)
-    return torch.from_numpy(values).to(torch.float32)
+    return values
 
 
 def split_observation(obs: Any, where: str, state_required: bool) -> tuple[Any, Any]:
