@@ -22,6 +22,7 @@ from planner.inputs import PlanInputError, content_key, split_observation
 from planner.protocol import LatentWorldModel, ReadoutWorldModel, model_device, same_device
 from robots.config import ConfigError
 from robots.franka import ACTION_DIM, GRIPPER, SafetyFilter, load_limits
+from world_model.devices import resolve_device
 from world_model.resolve import resolve_model
 
 
@@ -61,13 +62,6 @@ def best_so_far(problem: Problem) -> np.ndarray:
     return np.stack((counts, np.minimum.accumulate(lows)), axis=1)
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """ "auto" -> CUDA when available, else CPU; anything else as given."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def has_readout(world_model: LatentWorldModel) -> bool:
     """Whether the model can read a state off a latent: a ``ReadoutWorldModel`` whose readout
     head, where it has an attribute for one (``WorldModel.readout``), is not None."""
@@ -95,7 +89,8 @@ class Planner:
         config: a checked ``PlannerConfig`` (see ``load_planner_config``).
         world_model: anything with the ``LatentWorldModel`` members; an ``nn.Module`` is moved
             to ``device``.
-        device: "auto" (CUDA when available), "cpu", "cuda", ...
+        device: "auto" (CUDA when available), "cpu", "cuda", ...; one that this machine does
+            not have is a ``world_model.devices.DeviceError`` (a ``ValueError``).
         """
         self.config = config
         self.device = resolve_device(device)

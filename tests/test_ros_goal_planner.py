@@ -105,7 +105,7 @@ class RobotHarness:
     def skipped_image_logs(self) -> list[str]:
         """The planner's log lines about skipped camera images."""
         with self.lock:
-            return [log.msg for log in self.logs if "skipping camera image" in log.msg]
+            return [log.msg for log in self.logs if "rejecting camera image" in log.msg]
 
     def mode_after(self, mode: str, start: int, timeout_s: float = 30.0) -> dict[str, str]:
         """The first diagnostics entry with ``mode`` after index ``start`` (fails on timeout)."""

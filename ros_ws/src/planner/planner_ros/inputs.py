@@ -93,6 +93,19 @@ class InputBuffer:
                 state[6] = self._gripper
             self._snapshot = replace(self._snapshot, state=state, gripper_stamp_s=stamp_s)
 
+    def wait_newer(
+        self, after_s: float, timeout_s: float, stop: threading.Event
+    ) -> tuple[Snapshot, bool]:
+        """Wait (up to ``timeout_s``, or until ``stop`` is set) for a snapshot whose image, pose
+        and gripper state are all stamped after ``after_s``; returns (latest snapshot, found)."""
+        deadline = time.monotonic() + timeout_s
+        snap = self.snapshot()
+        while snap.inputs_stamp_s <= after_s:
+            if time.monotonic() >= deadline or stop.wait(0.005):
+                return self.snapshot(), False
+            snap = self.snapshot()
+        return snap, True
+
     def set_goal(
         self, image: np.ndarray, state: np.ndarray | None = None, keep_state=False
     ) -> None:
