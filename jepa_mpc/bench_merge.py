@@ -39,7 +39,8 @@ def load_shard(folder: Path) -> dict[str, Any]:
     """``folder/results.json`` of one ``jepa-mpc bench`` run.
 
     Raises:
-        MergeError: the file is missing or is not a benchmark result.
+        MergeError: the file is missing, is not a benchmark result, or is one that was
+            interrupted (its configurations lack episodes).
     """
     path = Path(folder) / "results.json"
     if not path.is_file():
@@ -51,6 +52,11 @@ def load_shard(folder: Path) -> dict[str, Any]:
     missing = [key for key in ("config", "rows", "episodes") if key not in results]
     if missing:
         raise MergeError(f"{path} lacks {', '.join(missing)}: not a jepa-mpc bench result")
+    if results.get("interrupted"):
+        raise MergeError(
+            f"{path} is from a run stopped by {results['interrupted']['signal']} (only "
+            f"{len(results['episodes'])} episodes finished): rerun that shard before merging"
+        )
     return results
 
 
