@@ -15,7 +15,6 @@ difference. The merged ``results.json`` keeps each shard's command under ``shard
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import shlex
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from jepa_mpc import bench_report as report
+from world_model.console import CommandLineParser
 
 # Config keys that may differ between shards (they define the seed range each one covered).
 SHARD_KEYS = ("seed", "episodes")
@@ -135,9 +135,7 @@ def merge(folders: list[Path], command: str | None = None) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``jepa-mpc bench-merge``; returns 2 (nothing written) on bad shards."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(
-        prog="jepa-mpc bench-merge", description=__doc__.split("\n")[0]
-    )
+    parser = CommandLineParser("jepa-mpc bench-merge", description=__doc__)
     parser.add_argument("shards", nargs="+", help="jepa-mpc bench --out folders")
     parser.add_argument("--out", required=True, help="output folder of the merged report")
     args = parser.parse_args(argv)

@@ -18,6 +18,7 @@ from planner.actors import ActionSpace, Problem, make_actor
 from planner.actors.base import EvaluationBatch
 from planner.config import PlannerConfig, load_planner_config
 from planner.cost import Cost
+from planner.image_sizes import ImageSizes
 from planner.inputs import PlanInputError, content_key, split_observation
 from planner.protocol import LatentWorldModel, ReadoutWorldModel, model_device, same_device
 from robots.config import ConfigError
@@ -112,6 +113,8 @@ class Planner:
         self.space = ActionSpace(config.bounds, self.device)
         self.actor = make_actor(config.actor, self.space)
         self.safety = SafetyFilter(load_limits(config.robot))
+        model_config = getattr(world_model, "config", None)  # None: the model sees no pixels
+        self.image_sizes = ImageSizes(getattr(model_config, "img_size", None))
         self.generator = torch.Generator(device=self.device)
         self.evaluation_batch = EvaluationBatch()
         self._goal_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
@@ -164,14 +167,17 @@ class Planner:
             inf), it is hold, with a ``NonFiniteEnergyWarning``.
 
         Raises:
-            PlanInputError: malformed observation or goal (the message names the problem);
-                raised before anything is encoded, so the planner's state is unchanged.
+            PlanInputError: malformed observation or goal (the message names the problem), or
+                a goal image whose aspect ratio is not the camera image's; raised before
+                anything is encoded, so the planner's state is unchanged. Images the model
+                must resize are said once (``ImageResizeWarning``, ``planner.image_sizes``).
             torch.cuda.OutOfMemoryError: only if even one sequence at a time does not fit
                 (larger batches fall back to chunks, see ``EvaluationBatch``).
         """
         start = time.perf_counter()
         image, state = split_observation(obs, "obs", state_required=True)
         goal_image, goal_state = split_observation(goal, "goal", state_required=False)
+        self.image_sizes.check(tuple(image.shape), tuple(goal_image.shape))
         state_batch = state.to(self.device).unsqueeze(0)  # [1, 7]
         latent = self.world_model.encode(image, state_batch)  # [1, N, D]
         goal_latent = self.goal_latent(goal_image, goal_state)  # [1, N, D]

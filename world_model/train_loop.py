@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from world_model.devices import resolve_device
 from world_model.files import atomic_write, pyplot, save_figure, write_text
 
 CHECKPOINT_RE = re.compile(r"step-(\d+)\.pt$")
@@ -42,13 +43,19 @@ class Dist:
 def setup_distributed(device: str = "auto") -> Dist:
     """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK; join the process group when
     WORLD_SIZE > 1 (NCCL on CUDA, gloo on CPU). ``device`` "auto" = cuda:LOCAL_RANK if CUDA
-    is available, else cpu."""
+    is available, else cpu; "cuda" = cuda:LOCAL_RANK.
+
+    Raises:
+        DeviceError: a device this machine does not have.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "auto":
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    target = torch.device(device)
+    target = resolve_device(device)
+    if target.type == "cuda" and target.index is None:  # "cuda": this process's GPU
+        target = torch.device("cuda", local_rank)
     if target.type == "cuda":
         torch.cuda.set_device(target)
     if world_size > 1 and not dist.is_initialized():

@@ -11,7 +11,6 @@ seconds). SIGINT/SIGTERM stop it cleanly (``process``).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
@@ -23,6 +22,7 @@ from rclpy.utilities import remove_ros_args
 
 from planner_ros.process import NodeFactory, exit_code, run_nodes
 from planner_ros.runtime import as_parameters, config_file, load_params
+from world_model.console import CommandLineParser
 
 NODES = ("goal_planner", "mujoco_franka")
 
@@ -75,11 +75,36 @@ def node_parameters(options: BringupOptions) -> dict[str, dict[str, Any]]:
     return params
 
 
+def check_parameters(params: dict[str, dict[str, Any]]) -> None:
+    """The checks a node would fail at start-up, done before any node starts (one line, no
+    node logs first): the sim's task, the planner's device, preset (with its overrides) and
+    checkpoint (named, not loaded).
+
+    Raises:
+        ValueError (DeviceError, ConfigError, ...), FileNotFoundError: the first bad one.
+    """
+    from planner.config import load_planner_config
+    from sim.tasks import TASK_NAMES
+    from world_model.console import device_option
+    from world_model.resolve import check_model_spec
+
+    if "mujoco_franka" in params:
+        task = params["mujoco_franka"].get("task")
+        if task not in TASK_NAMES:
+            raise BringupError(f"unknown task {task!r}; known tasks: {', '.join(TASK_NAMES)}")
+    planner = params["goal_planner"]
+    device_option(str(planner.get("device", "auto")))
+    overrides = [item for item in planner.get("planner_overrides") or [] if str(item).strip()]
+    load_planner_config(planner.get("config"), overrides)
+    check_model_spec(planner.get("checkpoint"))
+
+
 def node_factories(options: BringupOptions) -> list[NodeFactory]:
     """One factory per node to start: the sim (if ``use_sim``), then the goal planner."""
     from planner_ros import goal_planner, mujoco_franka
 
     params = node_parameters(options)
+    check_parameters(params)
     factories: list[NodeFactory] = []
     if "mujoco_franka" in params:
         sim = _typed(params["mujoco_franka"], mujoco_franka.PARAMETERS)
@@ -126,9 +151,9 @@ def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
 
 def parse_args(argv: list[str]) -> tuple[BringupOptions, float, bool]:
     """Command line -> (options, duration_s (0 = until Ctrl-C), quiet)."""
-    parser = argparse.ArgumentParser(prog="python -m planner_ros.bringup", description=__doc__)
+    parser = CommandLineParser("python -m planner_ros.bringup", description=__doc__)
     parser.add_argument("--no-sim", dest="use_sim", action="store_false", help="real arm topics")
-    parser.add_argument("--task", default="reach")
+    parser.add_argument("--task", default="reach", help="sim task")
     keep = "default: the config files' value"
     parser.add_argument("--goal-image", help=f"goal image file ({keep}: '' = goal/image topic)")
     parser.add_argument("--checkpoint", help=f"'state' = ground-truth states ({keep}: sim-small)")
