@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 
 import torch
 
@@ -39,7 +40,7 @@ def interruptible() -> Iterator[None]:
         yield
         return
 
-    def handler(number: int, frame) -> None:  # noqa: ANN001
+    def handler(number: int, frame: FrameType | None) -> None:
         raise Interrupted(number)
 
     previous = {

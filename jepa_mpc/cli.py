@@ -13,6 +13,7 @@ import importlib
 import os
 import sys
 import warnings
+from typing import TextIO
 
 # command -> (module whose main(argv) runs it, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         known = ", ".join(COMMANDS)
         print(f"jepa-mpc: unknown command {command!r}; commands: {known}", file=sys.stderr)
         return 2
-    warnings.formatwarning = one_line_warning
+    warnings.showwarning = show_warning
     try:
         module = importlib.import_module(COMMANDS[command][0])
         code = int(module.main(rest) or 0)
@@ -91,9 +92,19 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def one_line_warning(message, category, filename, lineno, line=None) -> str:  # noqa: ANN001
-    """``warnings.formatwarning`` for a command-line user: "warning: <message>", no source."""
-    return f"warning: {message}\n"
+def show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """``warnings.showwarning`` for a command-line user: "warning: <message>" on a line of its
+    own (above any progress bar), without the source line."""
+    from tqdm import tqdm
+
+    tqdm.write(f"warning: {message}", file=sys.stderr if file is None else file)
 
 
 def _closed_pipe() -> int:
