@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from sim.backend import BACKENDS, CONTROL_DT
 from sim.tasks import TASK_NAMES, TRAINING_SEEDS_START
-from world_model.console import CommandLineParser
+from world_model.console import CommandLineParser, progress_bar
 
 # The input size of sim-small (world_model/checkpoints/sim-small/config.json, "small" presets):
 # data recorded at another size is resized on every training step.
@@ -139,15 +138,17 @@ def collect(
     with TrajectoryWriter(out, control_dt=CONTROL_DT, info=info) as writer:
         with _pool(workers) as pool:
             results = pool.imap(record_episode, specs) if pool else map(record_episode, specs)
-            for result in tqdm(results, total=episodes, disable=not progress, desc="collect"):
-                writer.add_episode(
-                    result["frames"],
-                    result["states"],
-                    task=result["task"],
-                    success=result["success"],
-                )
-                counts[result["behaviour"]] += 1
-                successes += result["success"]
+            with progress_bar(episodes, "collect", "episode", disable=not progress) as bar:
+                for result in results:
+                    bar.update(1)
+                    writer.add_episode(
+                        result["frames"],
+                        result["states"],
+                        task=result["task"],
+                        success=result["success"],
+                    )
+                    counts[result["behaviour"]] += 1
+                    successes += result["success"]
     return {
         "episodes": episodes,
         **counts,
