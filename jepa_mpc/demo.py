@@ -3,8 +3,10 @@
 Runs on a CPU-only machine in a few minutes with the embedded ``sim-small`` model and a
 CPU-sized iCEM planner (on a GPU the full ``icem`` preset); shows a progress bar and a line per
 step (energy, distance, planning time) and writes, into ``--out`` (default ``demo_out/``):
-``episode.gif`` (each camera frame, the reach target marked by a green ring, beside the goal
-image), ``energy_distance.png`` (energy and distance over the steps) and ``summary.json``.
+``episode.gif`` (per step: the camera frame with the reach target marked by a green ring, a
+view from above with the target as a green sphere, and the goal image; panels labelled),
+``energy_distance.png`` (energy and distance to the target over the steps, with the success
+threshold) and ``summary.json``.
 """
 
 from __future__ import annotations

@@ -25,8 +25,10 @@ BAR_FORMAT = (
 
 
 def plain(text: str | None) -> str:
-    """A docstring as help text: reST literals (````name````) and roles without their markup."""
-    return re.sub(r"``([^`]+)``", r"\1", text or "")
+    """A docstring as help text: reST literals (````name````) and literal-block markers
+    ("Examples::") without their markup."""
+    text = re.sub(r"``([^`]+)``", r"\1", text or "")
+    return re.sub(r"::$", ":", text, flags=re.M)
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
