@@ -316,6 +316,7 @@ class GoalPlannerNode(Node):
                 "plan_ms": 1e3 * plan_s,
                 "image_to_command_ms": 1e3 * (self._now_s() - snap.image_stamp_s),
                 "receipt_to_command_ms": 1e3 * (time.monotonic() - snap.image_received),
+                "input_stamps": [snap.image_stamp_s, snap.state_stamp_s, snap.gripper_stamp_s],
             }
             if self._command_plan(planned, snap):
                 if self._fresh_inputs:
