@@ -34,6 +34,12 @@ def test_cuda_without_cuda_is_one_clear_line():
     assert "use device='cpu'" in one_line(error)
     with pytest.raises(DeviceError, match="no CUDA device"):
         resolve_device("cuda:1")
+    import world_model
+
+    with pytest.raises(DeviceError, match="use device='cpu'"):
+        world_model.load("sim-small", device="cuda")
+    with pytest.raises(DeviceError, match="use device='cpu'"):
+        world_model.build("tiny", device="cuda")
 
 
 def test_bad_device_names_are_refused_by_name():

@@ -24,7 +24,7 @@ class Reporter:
     def __init__(self, node: Node, topic: str, hardware_id: str = "franka") -> None:
         self._node = node
         self._hardware_id = hardware_id
-        self._publisher = node.create_publisher(DiagnosticArray, topic, 10)
+        self.publisher = node.create_publisher(DiagnosticArray, topic, 10)
 
     def publish(self, level: bytes, message: str, values: dict[str, object]) -> None:
         """One status: ``level`` (OK/WARN/ERROR), a one-line ``message`` and ``values``."""
@@ -37,4 +37,4 @@ class Reporter:
         )
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self._node.get_clock().now().to_msg()
-        self._publisher.publish(msg)
+        self.publisher.publish(msg)

@@ -89,6 +89,7 @@ class GoalPlannerNode(Node):
         # no cycle can publish anything else.
         self._gate = threading.Lock()
         self._closing = False
+        self._planning = False  # the worker is inside Planner.plan
 
         self._target_pub = self.create_publisher(PoseStamped, param("target_topic"), COMMAND_QOS)
         self._gripper_pub = self.create_publisher(
@@ -130,10 +131,13 @@ class GoalPlannerNode(Node):
         with self._gate:
             if self._closing:
                 return
-            self._hold(self._inputs.snapshot(), "shutdown", "shutting down: final hold")
+            during = "; the plan in progress is discarded" if self._planning else ""
+            self._hold(self._inputs.snapshot(), "shutdown", f"shutting down: final hold{during}")
             self._closing = True
-        for publisher in (self._target_pub, self._gripper_pub):
-            publisher.wait_for_all_acked(Duration(seconds=0.5))
+        deadline = time.monotonic() + 0.3  # let the hold reach its readers; bounded
+        for publisher in (self._target_pub, self._gripper_pub, self._reporter.publisher):
+            left = max(deadline - time.monotonic(), 0.0)
+            publisher.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9)))
 
     def destroy_node(self) -> None:
         """Final hold (``begin_shutdown``), a short wait for the planning thread, then destroy
@@ -288,9 +292,13 @@ class GoalPlannerNode(Node):
         if snap.goal_state is not None:
             goal["state"] = snap.goal_state.astype(np.float32)
         started = time.monotonic()
-        plan = self._planner.plan(
-            {"image": snap.image, "state": snap.state.astype(np.float32)}, goal
-        )
+        self._planning = True
+        try:
+            plan = self._planner.plan(
+                {"image": snap.image, "state": snap.state.astype(np.float32)}, goal
+            )
+        finally:
+            self._planning = False
         plan_s = time.monotonic() - started
         with self._gate:
             if self._closing:  # shutting down: the final hold is out, send nothing after it
@@ -308,6 +316,7 @@ class GoalPlannerNode(Node):
                 "plan_ms": 1e3 * plan_s,
                 "image_to_command_ms": 1e3 * (self._now_s() - snap.image_stamp_s),
                 "receipt_to_command_ms": 1e3 * (time.monotonic() - snap.image_received),
+                "input_stamps": [snap.image_stamp_s, snap.state_stamp_s, snap.gripper_stamp_s],
             }
             if self._command_plan(planned, snap):
                 if self._fresh_inputs:
