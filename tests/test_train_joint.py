@@ -147,3 +147,19 @@ def test_encoder_stage_with_regularizer_logs_it(data_dir, tmp_path) -> None:
                 ],
             ),
         )
+
+
+def test_encoder_learning_rate_scale_applies_to_encoder_parameters_only() -> None:
+    model = world_model.build("tiny", seed=0)
+    config = load_train_config("joint_tiny", ["data.root=x", "joint.encoder_lr_scale=0.1"])
+    from world_model.train_joint import JointObjective
+    from world_model.train_loop import make_optimizer
+
+    objective = JointObjective(model, config.joint, config.predictor, seed=0)
+    optimizer, _ = make_optimizer(objective.module, config.optim, config.steps, objective.lr_scales)
+    encoder = {id(p) for p in model.encoder.parameters()}
+    for group in optimizer.param_groups:
+        in_encoder = {id(p) in encoder for p in group["params"]}
+        assert len(in_encoder) == 1  # a group is all encoder or all predictor
+        expected = config.optim.lr * (0.1 if in_encoder.pop() else 1.0)
+        assert group["initial_lr"] == pytest.approx(expected)

@@ -235,7 +235,8 @@ def train(stage: str, config: TrainConfig) -> Path:
     if info.world_size > 1:
         ids = [info.device.index] if info.device.type == "cuda" else None
         module = DistributedDataParallel(module, device_ids=ids)
-    optimizer, schedule = make_optimizer(objective.module, config.optim, config.steps)
+    lr_scales = getattr(objective, "lr_scales", None)
+    optimizer, schedule = make_optimizer(objective.module, config.optim, config.steps, lr_scales)
     checkpoints = Checkpointer(out, config.keep_checkpoints)
     start = 0
     state = checkpoints.load_latest(info.device)

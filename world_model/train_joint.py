@@ -25,10 +25,12 @@ from world_model.train_readout import readout_errors
 @dataclass
 class JointSection:
     """End-to-end training: the regulariser, whether targets carry gradients (LeWorldModel:
-    yes, no EMA, no stop-gradient), and the weight of the state readout loss (0 = none)."""
+    yes, no EMA, no stop-gradient), the encoder's learning rate relative to the predictor's,
+    and the weight of the state readout loss (0 = none; its gripper part weighted apart)."""
 
     regularizer: RegularizerSection = field(default_factory=RegularizerSection)
     target_gradients: bool = True
+    encoder_lr_scale: float = 1.0
     readout_weight: float = 0.0
     gripper_readout_weight: float = 1.0
 
@@ -82,6 +84,7 @@ class JointObjective:
             trained = config.readout_weight > 0
             model.readout.train(trained).requires_grad_(trained)
         self.module = JointModel(model)
+        self.lr_scales = {"encoder.": config.encoder_lr_scale}
         self._generator = torch.Generator()
 
     def losses(self, module: nn.Module, batch: dict, autocast) -> dict[str, torch.Tensor]:

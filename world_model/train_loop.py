@@ -85,17 +85,29 @@ def lr_at(step: int, optim, total_steps: int) -> float:
 
 
 def make_optimizer(
-    module: nn.Module, optim, total_steps: int
+    module: nn.Module, optim, total_steps: int, lr_scales: dict[str, float] | None = None
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW (no weight decay on biases, norms and 1-D parameters) and its schedule."""
-    decay, no_decay = [], []
-    for param in module.parameters():
+    """AdamW (no weight decay on biases, norms and 1-D parameters) and its schedule.
+
+    ``lr_scales`` maps a parameter-name prefix (e.g. ``"encoder."``) to a factor on the
+    learning rate of the parameters under it (the schedule's shape is shared)."""
+    lr_scales = lr_scales or {}
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    for name, param in module.named_parameters():
         if param.requires_grad:
-            (no_decay if param.ndim <= 1 or param.shape[0] == 1 else decay).append(param)
+            scale = next((f for p, f in lr_scales.items() if name.startswith(p)), 1.0)
+            decays = not (param.ndim <= 1 or param.shape[0] == 1)
+            groups.setdefault((scale, decays), []).append(param)
     optimizer = torch.optim.AdamW(
         [
-            {"params": decay, "weight_decay": optim.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
+            {
+                "params": params,
+                "lr": optim.lr * scale,
+                "weight_decay": optim.weight_decay if decays else 0.0,
+            }
+            for (scale, decays), params in sorted(
+                groups.items(), key=lambda kv: (-kv[0][0], not kv[0][1])
+            )
         ],
         lr=optim.lr,
         betas=tuple(optim.betas),
