@@ -163,3 +163,18 @@ def test_encoder_learning_rate_scale_applies_to_encoder_parameters_only() -> Non
         assert len(in_encoder) == 1  # a group is all encoder or all predictor
         expected = config.optim.lr * (0.1 if in_encoder.pop() else 1.0)
         assert group["initial_lr"] == pytest.approx(expected)
+
+
+def test_image_mode_preset_trains_on_single_frames_with_the_regularizer(data_dir, tmp_path) -> None:
+    """I-JEPA-style image mode: ``encoder_image_small`` (clip_len 1) at toy size."""
+    out = tmp_path / "image"
+    overrides = [f"data.root={data_dir}", f"out={out}", "model=tiny", "steps=2", "batch_size=4"]
+    overrides += ["encoder.predictor_dim=48", "encoder.predictor_heads=2", "checkpoint_every=2"]
+    config = load_train_config("encoder_image_small", overrides)
+    assert config.data.clip_len == 1 and config.encoder.regularizer.kind == "vc"
+    train("encoder", config)
+    trained = world_model.load(out / "model")
+    fresh = world_model.build("tiny", seed=0)
+    assert not torch.equal(
+        trained.encoder.blocks[0].attn.qkv.weight, fresh.encoder.blocks[0].attn.qkv.weight
+    )
