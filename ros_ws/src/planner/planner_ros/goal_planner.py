@@ -151,10 +151,11 @@ class GoalPlannerNode(Node):
             publisher.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9)))
 
     def destroy_node(self) -> None:
-        """Final hold (``begin_shutdown``), a short wait for the planning thread, then destroy
-        the node (a plan still in torch finishes on its own and is discarded)."""
+        """Final hold (``begin_shutdown``), then destroy the node. The planning thread is
+        joined only between plans: a plan still in torch finishes on its own, is discarded,
+        and the thread ends (or the process exits first, ``process.exit_code``)."""
         self.begin_shutdown()
-        if self._worker.is_alive():
+        if self._worker.is_alive() and not self._planning:
             self._worker.join(timeout=0.5)
         super().destroy_node()
 
