@@ -364,3 +364,23 @@ def test_bad_start_parameters_are_one_clear_error():
                 )
     finally:
         rclpy.shutdown(context=context)
+
+
+def test_a_goal_image_file_the_planner_would_refuse_is_refused(tmp_path):
+    """Defect 5 for files: a 4x4 goal image used to pass and then fail every planning cycle."""
+    import imageio.v3 as iio
+    from planner_ros.inputs import GoalImageError, read_goal_image
+
+    tiny = tmp_path / "tiny.png"
+    iio.imwrite(tiny, np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(GoalImageError, match="4x4 pixels"):
+        read_goal_image(str(tiny))
+    context = init_context(DOMAIN_ID)
+    try:
+        with pytest.raises(GoalImageError, match="4x4 pixels"):
+            GoalPlannerNode(
+                context=context,
+                parameter_overrides=as_parameters({"checkpoint": "state", "goal_image": str(tiny)}),
+            )
+    finally:
+        rclpy.shutdown(context=context)

@@ -103,7 +103,9 @@ class Observer:
 def ros_env(tmp_path_factory):
     folder = tmp_path_factory.mktemp("shutdown")
     params = folder / "goal_planner.yaml"
-    params.write_text(yaml.safe_dump({"goal_planner": {"ros__parameters": PLANNER}}))
+    # "/**/goal_planner": the nodes run in a namespace per round (a plain "goal_planner" key
+    # would not match /sigint_0/goal_planner, and the node would plan with its defaults).
+    params.write_text(yaml.safe_dump({"/**/goal_planner": {"ros__parameters": PLANNER}}))
     path = [str(REPO), str(ROS_PACKAGE), os.environ.get("PYTHONPATH", "")]
     env = {
         **os.environ,
@@ -170,6 +172,8 @@ def test_both_nodes_exit_cleanly_mid_plan(ros_env, name):
         try:
             planning = lambda ns=namespace: observer.count(ns, "planning") >= 1  # noqa: E731
             assert wait_for(planning, LIVENESS_S), observer.diagnostics[namespace][-1:]
+            with observer.lock:  # the parameter file applied: the small state model plans
+                assert "none needed (state" in observer.diagnostics[namespace][-1]["checkpoint"]
             started = time.monotonic()
             plans = observer.count(namespace, "planning")
             wait_for(lambda ns=namespace, p=plans: observer.count(ns, "planning") > p, 10.0)

@@ -53,10 +53,23 @@ class GoalPlannerNode(Node):
         for name, default in PARAMETERS.items():
             dynamic = ParameterDescriptor(dynamic_typing=name in DYNAMIC_TYPES)
             self.declare_parameter(name, default, dynamic)
-        param = self._param
-        problem = start_problem({name: param(name) for name in PARAMETERS})
+        problem = start_problem({name: self._param(name) for name in PARAMETERS})
         if problem:
             raise ValueError(problem)
+        self._load_planner()
+        self._init_state()
+        self._init_ros()
+        self._worker = threading.Thread(target=self._run, name="goal-planner", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"planning with preset {self._param('config')!r} on {self._param('checkpoint')!r} "
+            f"at {self._rate_hz:g} Hz; watchdog {self._watchdog_s:g} s; "
+            f"enabled={self._enabled}; checkpoint {self._verification}"
+        )
+
+    def _load_planner(self) -> None:
+        """The planner on the verified checkpoint (one clear error when it is refused)."""
+        param = self._param
         self._verify = parse_verify(param("verify"))
         overrides = [o for o in param("planner_overrides") or [] if o.strip()]
         self._planner = build_planner(
@@ -68,15 +81,18 @@ class GoalPlannerNode(Node):
             torch.set_num_threads(threads)
         # The ground-truth-state model reads the goal's state, not its pixels.
         self._needs_goal_state = param("checkpoint") == "state"
-        limits = load_limits(param("robot_limits"))
-        self._limits = limits
-        self._guard = CommandGuard(limits, float(param("resync_s")))
+
+    def _init_state(self) -> None:
+        """The guard, the input checks and buffer, and the planning thread's state."""
+        param = self._param
+        self._limits = load_limits(param("robot_limits"))
+        self._guard = CommandGuard(self._limits, float(param("resync_s")))
         self._inputs = InputBuffer()
         self._rejections = RejectionCounter()
         self._enabled = bool(param("enabled"))
         self._rate_hz, self._watchdog_s = float(param("rate_hz")), float(param("watchdog_s"))
         self._frame_id = str(param("frame_id"))
-        self._checks = InputChecks(limits, self._frame_id, self._now_s, self._watchdog_s)
+        self._checks = InputChecks(self._limits, self._frame_id, self._now_s, self._watchdog_s)
         self._checks.skew_s = float(param("clock_skew_s"))
         self._mode = "starting"
         self._planned_goal = -1
@@ -91,6 +107,9 @@ class GoalPlannerNode(Node):
         self._closing = False
         self._planning = False  # the worker is inside Planner.plan
 
+    def _init_ros(self) -> None:
+        """Publishers, subscriptions, services and parameter callbacks; the goal file."""
+        param = self._param
         self._target_pub = self.create_publisher(PoseStamped, param("target_topic"), COMMAND_QOS)
         self._gripper_pub = self.create_publisher(
             Float64, param("gripper_command_topic"), COMMAND_QOS
@@ -113,14 +132,6 @@ class GoalPlannerNode(Node):
         if param("goal_image"):
             self._inputs.set_goal(read_goal_image(param("goal_image")))
 
-        self._worker = threading.Thread(target=self._run, name="goal-planner", daemon=True)
-        self._worker.start()
-        self.get_logger().info(
-            f"planning with preset {param('config')!r} on {param('checkpoint')!r} at "
-            f"{self._rate_hz:g} Hz; watchdog {self._watchdog_s:g} s; enabled={self._enabled}; "
-            f"checkpoint {self._verification}"
-        )
-
     def _param(self, name: str):
         return self.get_parameter(name).value
 
@@ -140,10 +151,11 @@ class GoalPlannerNode(Node):
             publisher.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9)))
 
     def destroy_node(self) -> None:
-        """Final hold (``begin_shutdown``), a short wait for the planning thread, then destroy
-        the node (a plan still in torch finishes on its own and is discarded)."""
+        """Final hold (``begin_shutdown``), then destroy the node. The planning thread is
+        joined only between plans: a plan still in torch finishes on its own, is discarded,
+        and the thread ends (or the process exits first, ``process.exit_code``)."""
         self.begin_shutdown()
-        if self._worker.is_alive():
+        if self._worker.is_alive() and not self._planning:
             self._worker.join(timeout=0.5)
         super().destroy_node()
 

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from planner.inputs import PlanInputError, check_image
+
 
 class GoalImageError(ValueError):
     """A goal image file that is missing or cannot be read as an RGB image."""
@@ -132,7 +134,8 @@ def read_goal_image(path: str) -> np.ndarray:
     """Read an image file as uint8 RGB ``[H, W, 3]`` (grey is replicated, alpha dropped).
 
     Raises:
-        GoalImageError: missing file, unreadable, or not 8-bit grey/RGB/RGBA.
+        GoalImageError: missing file, unreadable, not 8-bit grey/RGB/RGBA, or a size the
+            planner refuses (``planner.inputs.check_image``: 8..4096 px a side).
     """
     import imageio.v3 as iio
 
@@ -149,4 +152,8 @@ def read_goal_image(path: str) -> np.ndarray:
         image = np.repeat(image[..., None], 3, axis=-1)
     if image.ndim != 3 or image.shape[2] not in (3, 4):
         raise GoalImageError(f"goal image {file} must be grey, RGB or RGBA, got {image.shape}")
-    return np.ascontiguousarray(image[..., :3])
+    image = np.ascontiguousarray(image[..., :3])
+    try:
+        return check_image(image, f"goal image {file}")  # the planner's own rules (size)
+    except PlanInputError as error:
+        raise GoalImageError(str(error)) from None
