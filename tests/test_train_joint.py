@@ -7,13 +7,12 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from toy_trajectories import write_square_trajectories
 
 import world_model
 from robots.config import ConfigError
-from world_model.data import TrajectoryWriter
 from world_model.regularizers import (
     RegularizerSection,
     latent_std,
@@ -28,19 +27,8 @@ STD_FLOOR = 0.03  # the tiny data's latents start at a per-dimension std of ~0.0
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    """8 episodes of 8 frames (64 px): a bright square that moves with the end effector."""
-    root = tmp_path_factory.mktemp("joint_trajectories")
-    rng = np.random.default_rng(0)
-    with TrajectoryWriter(root, episodes_per_chunk=2) as writer:
-        for _ in range(8):
-            states = np.zeros((8, 7), np.float32)
-            states[:, :3] = 0.5 + np.cumsum(rng.normal(scale=0.03, size=(8, 3)), axis=0)
-            states[:, 3] = np.pi
-            frames = np.zeros((8, 64, 64, 3), np.uint8)
-            for t, x in enumerate(((states[:, 0] - 0.3) * 100).astype(int) % 56):
-                frames[t, 20:32, x : x + 8] = 255
-            writer.add_episode(frames, states, task="reach", success=True)
-    return root
+    """8 toy episodes (``toy_trajectories``): a square that moves with the hand."""
+    return write_square_trajectories(tmp_path_factory.mktemp("joint_trajectories"), 8)
 
 
 def run_joint(data: Path, out: Path, *overrides: str) -> list[dict[str, float]]:

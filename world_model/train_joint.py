@@ -18,7 +18,7 @@ from torch import nn
 from world_model.encoder import layer_norm_latents, preprocess_images
 from world_model.model import WorldModel
 from world_model.regularizers import RegularizerSection, latent_std, regularizer
-from world_model.train_predictor import predictor_losses
+from world_model.train_predictor import SupervisedObjective, predictor_losses
 from world_model.train_readout import readout_errors
 
 
@@ -65,7 +65,7 @@ class JointModel(nn.Module):
         return images, terms, errors
 
 
-class JointObjective:
+class JointObjective(SupervisedObjective):
     """Training state of the joint stage; the train loop calls its hooks."""
 
     metric_names = ("loss", "teacher_forcing", "rollout", "regularizer", "readout", "latent_std")
@@ -120,15 +120,3 @@ class JointObjective:
         """Seed this step's SIGReg directions from (seed, step): a resumed run draws the same."""
         state = np.random.SeedSequence([self.seed, step]).generate_state(1)[0]
         self._generator = torch.Generator().manual_seed(int(state))
-
-    def end_step(self, step: int) -> None:
-        """Nothing to do (no EMA: the regulariser prevents collapse)."""
-
-    def extra_state(self) -> dict[str, dict]:
-        return {}
-
-    def load_extra_state(self, state: dict[str, dict]) -> None:
-        """Nothing beyond the module's weights."""
-
-    def final_model(self) -> WorldModel:
-        return self.model
