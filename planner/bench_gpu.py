@@ -24,8 +24,10 @@ import torch
 
 from planner.actors.base import ActionSpace
 from planner.config import load_planner_config
-from planner.planner import Planner, resolve_device
+from planner.planner import Planner
 from planner.policy import PolicyConfig, ProposalPolicy, save_policy
+from world_model.console import CommandLineParser, device_option
+from world_model.devices import DeviceError
 from world_model.files import write_json, write_text
 
 # label -> (planner preset, overrides); "fast_path" is fast with its fallback switched off: with
@@ -40,6 +42,7 @@ PRESETS = {
 }
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 MODES = ("eager", "compiled")
+PROG = "scripts/gpu_bench.sh"
 BEGIN, END = "<!-- gpu_bench:begin -->", "<!-- gpu_bench:end -->"
 
 
@@ -209,12 +212,14 @@ def names(text: str, known: tuple[str, ...], flag: str) -> list[str]:
     chosen = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in chosen if name not in known]
     if unknown or not chosen:
-        raise SystemExit(f"gpu_bench: {flag} takes {', '.join(known)}; got {text!r}")
+        raise SystemExit(
+            f"scripts/gpu_bench.sh: error: {flag} takes {', '.join(known)}; got {text!r}"
+        )
     return chosen
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="scripts/gpu_bench.sh", description=__doc__)
+    parser = CommandLineParser(PROG, description=__doc__)
     parser.add_argument("--device", default="cuda", help="cuda, cuda:1, cpu, ...")
     parser.add_argument("--model", default="vitg-ac", help="model preset (configs/model)")
     parser.add_argument("--presets", default=",".join(PRESETS))
@@ -241,11 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; see the module docstring."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
-    device = resolve_device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print(
-            "gpu_bench: --device cuda but CUDA is not available (try --device cpu)", file=sys.stderr
-        )
+    try:
+        device = device_option(args.device)
+    except DeviceError as error:  # e.g. "no CUDA device (...): use --device cpu"
+        print(f"{PROG}: error: {error}", file=sys.stderr)
         return 2
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
     began = time.perf_counter()

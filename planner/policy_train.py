@@ -26,6 +26,7 @@ from planner.config import PlannerConfig, load_planner_config
 from planner.planner import Planner, has_readout
 from planner.policy import PolicyConfig, ProposalPolicy, save_policy
 from robots.franka import GRIPPER, integrate_pose, pose_delta
+from world_model.console import CommandLineParser, device_option
 
 
 @dataclass
@@ -209,7 +210,7 @@ def held_out_errors(policy: ProposalPolicy, frames: Frames, sets: dict[str, Labe
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="jepa-mpc train policy", description=__doc__)
+    parser = CommandLineParser("jepa-mpc train policy", description=__doc__)
     parser.add_argument("--model", required=True, help="world model: checkpoint path or name")
     parser.add_argument("--data", required=True, help="trajectory dataset (jepa-mpc collect)")
     parser.add_argument("--out", required=True, help="policy file (.safetensors) to write")
@@ -283,7 +284,7 @@ def train_policy(args: argparse.Namespace, command: str, log=print) -> dict:
     import world_model
 
     started = time.perf_counter()
-    device = torch.device(args.device)
+    device = device_option(args.device)
     model = world_model.load(args.model, device=device)
     config = load_planner_config(args.planner, args.overrides)
     frames = encode_dataset(model, args.data)

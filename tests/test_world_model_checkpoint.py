@@ -224,11 +224,11 @@ def test_convert_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     for key, value in original.state_dict().items():
         assert torch.equal(converted.state_dict()[key], value), key
     # refuses to overwrite unless asked, and leaves the folder intact
-    assert convert_main([str(TINY_PT), str(out), "--config", str(TINY_CONFIG)]) == 1
+    assert convert_main([str(TINY_PT), str(out), "--config", str(TINY_CONFIG)]) == 2
     assert "exists" in capsys.readouterr().err
     assert convert_main([str(out), str(out), "--overwrite"]) == 0
     assert world_model.load(out).config == original.config
-    assert convert_main([str(tmp_path / "nope.pt"), str(tmp_path / "x")]) == 1
+    assert convert_main([str(tmp_path / "nope.pt"), str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
 
 
@@ -348,7 +348,7 @@ def test_convert_cli_verifies_and_has_an_opt_out(
     saved: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _flip_last_byte(saved / "model.safetensors")
-    assert convert_main([str(saved), str(tmp_path / "a")]) == 1
+    assert convert_main([str(saved), str(tmp_path / "a")]) == 2
     assert "sha256 mismatch" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
     assert convert_main([str(saved), str(tmp_path / "b"), "--no-verify"]) == 0

@@ -13,6 +13,7 @@ from torch import nn
 from robots.config import ConfigError
 from robots.franka import rollout_states
 from world_model.config import WorldModelConfig, load_model_config
+from world_model.devices import resolve_device
 from world_model.encoder import VideoEncoder, layer_norm_latents, preprocess_images
 from world_model.errors import InputShapeError, NoReadoutError
 from world_model.layers import init_weights
@@ -239,6 +240,7 @@ def build(
         seed: if given, seeds torch's global RNG before the initialisation.
     """
     config = resolve_config(config_or_preset)
+    device = resolve_device(device)  # a missing CUDA device: one clear DeviceError
     if seed is not None:
         torch.manual_seed(seed)
     with torch.device(device):
