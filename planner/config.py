@@ -57,6 +57,10 @@ class CostConfig:
         readout_weights: per state dimension (x, y, z, roll, pitch, yaw, gripper), the weight
             of |final integrated state - the goal image's state read by the world model's
             readout head|; all 0 (default): no such term. Needs a model with a readout.
+        critic_weight: weight per control step of the world model's critic, the learned
+            cost-to-go from the end of the imagined rollout (its final predicted latent and
+            integrated state) to the goal; 0 (default): no such term. Needs a model with a
+            critic (``jepa-mpc train critic``).
     """
 
     goal_weight: float = 1.0
@@ -67,6 +71,7 @@ class CostConfig:
     distance: str = "l1"
     readout_weights: list[float] = field(default_factory=lambda: [0.0] * 7)
     readout_gripper_threshold: float | None = None
+    critic_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.distance not in LATENT_DISTANCES:
@@ -79,6 +84,10 @@ class CostConfig:
                 f"cost.readout_weights must be 7 finite weights >= 0 (x, y, z, roll, pitch, "
                 f"yaw, gripper), got {weights!r}"
             )
+        if not _nonnegative(self.critic_weight):
+            raise ConfigError(
+                f"cost.critic_weight must be a finite number >= 0, got {self.critic_weight!r}"
+            )
         threshold = self.readout_gripper_threshold
         if threshold is not None and not (_nonnegative(threshold) and 0 < threshold < 1):
             raise ConfigError(
@@ -89,6 +98,11 @@ class CostConfig:
     def uses_readout(self) -> bool:
         """Whether the energy has the goal-readout term."""
         return any(w > 0 for w in self.readout_weights)
+
+    @property
+    def uses_critic(self) -> bool:
+        """Whether the energy has the critic's cost-to-go term."""
+        return self.critic_weight > 0
 
 
 def _nonnegative(value: object) -> bool:

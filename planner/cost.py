@@ -1,13 +1,19 @@
-"""The energy the actors minimise: by default the paper's mean |ẑ_H - z_goal| over the final
-predicted frame's tokens and features; optional action-size, path, workspace and goal-readout
-terms."""
+"""The cost module: the energy the actors minimise. Its intrinsic part is by default the
+paper's mean |ẑ_H - z_goal| over the final predicted frame's tokens and features, with optional
+action-size, path, workspace and goal-readout terms; its trainable part is the world model's
+critic, a learned cost-to-go from the end of the imagined rollout to the goal (opt-in)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 
 from planner.config import CostConfig
 from robots.franka import POS, ROT, rollout_states, wrap_angle
+
+# (final latents [S, N, D], final states [S, 7], goal latents [1 or S, N, D]) -> steps [S]
+CostToGo = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class Cost:
@@ -26,10 +32,18 @@ class Cost:
                  that the world model's readout head reads off the goal latent (angles
                  wrapped to [-pi, pi]). The goal's gripper closedness is what a small
                  predictor's latent misses (``docs/sim_small.md``).
+      critic     the world model's cost-to-go (control steps, >= 0) from the final predicted
+                 latent ẑ_H and the final integrated state s_H to the goal latent: what the
+                 horizon does not see (``world_model.critic``; the trainable part).
     """
 
-    def __init__(self, config: CostConfig | None = None) -> None:
+    def __init__(self, config: CostConfig | None = None, critic: CostToGo | None = None) -> None:
+        """Args: config: the terms' weights; critic: the cost-to-go (e.g. the world model's
+        ``cost_to_go``), needed only when ``config.critic_weight`` > 0."""
         self.config = config or CostConfig()
+        if self.config.uses_critic and critic is None:
+            raise ValueError("cost.critic_weight is set but no critic was given to the cost")
+        self.critic = critic
 
     def __call__(
         self,
@@ -71,7 +85,31 @@ class Cost:
             if goal_state is None:
                 raise ValueError("cost.readout_weights are set but no goal state was read")
             energy = energy + self.readout_error(start_state, actions, goal_state)
+        if config.uses_critic:
+            energy = energy + config.critic_weight * self.cost_to_go(
+                predicted, goal_latent, actions, start_state
+            )
         return energy
+
+    def cost_to_go(
+        self,
+        predicted: torch.Tensor,
+        goal_latent: torch.Tensor,
+        actions: torch.Tensor,
+        start_state: torch.Tensor,
+    ) -> torch.Tensor:
+        """The critic's steps-to-goal from the end of each imagined rollout.
+
+        Args:
+            predicted: [S, H, N, D]; goal_latent: [1 or S, N, D]; actions: [S, H, 7];
+            start_state: [1, 7] or [S, 7].
+
+        Returns:
+            [S] steps (weight not included).
+        """
+        start = start_state.to(actions.dtype).expand(actions.shape[0], -1)
+        final_state = rollout_states(start, actions)[:, -1]  # [S, 7]
+        return self.critic(predicted[:, -1], final_state, goal_latent)
 
     def readout_error(
         self, start_state: torch.Tensor, actions: torch.Tensor, goal_state: torch.Tensor

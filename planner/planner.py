@@ -72,6 +72,13 @@ def has_readout(world_model: LatentWorldModel) -> bool:
     )
 
 
+def has_critic(world_model: LatentWorldModel) -> bool:
+    """Whether the model has a learned cost-to-go (``cost_to_go`` and a critic head)."""
+    return callable(getattr(world_model, "cost_to_go", None)) and (
+        getattr(world_model, "critic", None) is not None
+    )
+
+
 class Planner:
     """Receding-horizon planner on a latent world model.
 
@@ -110,7 +117,14 @@ class Planner:
                 f"({type(world_model).__name__} has none; train one with `jepa-mpc train "
                 "readout`, or set the weights to 0)"
             )
-        self.cost = Cost(config.cost)
+        if config.cost.uses_critic and not has_critic(world_model):
+            raise ConfigError(
+                "cost.critic_weight needs a world model with a critic "
+                f"({type(world_model).__name__} has none; train one with `jepa-mpc train "
+                "critic`, or set cost.critic_weight to 0)"
+            )
+        critic = world_model.cost_to_go if config.cost.uses_critic else None
+        self.cost = Cost(config.cost, critic=critic)
         self.space = ActionSpace(config.bounds, self.device)
         self.actor = make_actor(config.actor, self.space, world_model)
         self.safety = SafetyFilter(load_limits(config.robot))

@@ -15,6 +15,7 @@ from world_model.errors import (
     ImageResizeWarning,
     InputShapeError,
     ModelSpecError,
+    NoCriticError,
     NoReadoutError,
     WorldModelError,
 )
@@ -34,6 +35,7 @@ __all__ = [
     "ImageResizeWarning",
     "InputShapeError",
     "ModelSpecError",
+    "NoCriticError",
     "NoReadoutError",
     "PredictorConfig",
     "WorldModel",

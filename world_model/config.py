@@ -50,6 +50,26 @@ class ReadoutConfig:
 
 
 @dataclass
+class CriticConfig:
+    """The optional critic (``world_model.critic``; not in the release): a goal-conditioned
+    cost-to-go V(z, s, z_goal) >= 0 in control steps. Checkpoints without it (every official
+    one) load with ``enabled: false``.
+
+    Attributes:
+        enabled: whether the model has the head.
+        hidden: width of its per-token MLP and head.
+        use_state: whether it also reads the end-effector state of the scored frame.
+        max_steps: the cost-to-go of a goal the data never reaches (the training target of
+            negative goals), in control steps.
+    """
+
+    enabled: bool = False
+    hidden: int = 256
+    use_state: bool = True
+    max_steps: int = 64
+
+
+@dataclass
 class WorldModelConfig:
     """Encoder + predictor sizes. ``num_frames // tubelet_size`` bounds the rollout length."""
 
@@ -60,6 +80,7 @@ class WorldModelConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     readout: ReadoutConfig = field(default_factory=ReadoutConfig)
+    critic: CriticConfig = field(default_factory=CriticConfig)
 
     def __post_init__(self) -> None:
         if self.img_size % self.patch_size:

@@ -25,6 +25,10 @@ class NoReadoutError(WorldModelError):
     """A state readout was asked of a model that has none (``config.readout.enabled`` false)."""
 
 
+class NoCriticError(WorldModelError):
+    """A cost-to-go was asked of a model that has no critic (``config.critic.enabled`` false)."""
+
+
 class CheckpointError(WorldModelError):
     """A checkpoint that cannot be read safely or does not fit the model."""
 

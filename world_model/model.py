@@ -13,9 +13,10 @@ from torch import nn
 from robots.config import ConfigError
 from robots.franka import rollout_states
 from world_model.config import WorldModelConfig, load_model_config
+from world_model.critic import Critic, init_critic
 from world_model.devices import resolve_device
 from world_model.encoder import VideoEncoder, layer_norm_latents, preprocess_images
-from world_model.errors import InputShapeError, NoReadoutError
+from world_model.errors import InputShapeError, NoCriticError, NoReadoutError
 from world_model.layers import init_weights
 from world_model.predictor import ACPredictor
 from world_model.readout import StateReadout, init_readout
@@ -40,6 +41,7 @@ class WorldModel(nn.Module):
         self.encoder = VideoEncoder(config)
         self.predictor = ACPredictor(config)
         self.readout = StateReadout(config) if config.readout.enabled else None
+        self.critic = Critic(config) if config.critic.enabled else None
         self.autocast_dtype: torch.dtype | None = None
         self.compiled_step = None
         self._graph_mode = False
@@ -86,6 +88,58 @@ class WorldModel(nn.Module):
             self.readout = StateReadout(self.config)
         init_readout(self.readout)
         return self.readout
+
+    def add_critic(self, hidden: int = 256, use_state: bool = True, max_steps: int = 64) -> Critic:
+        """Give the model a freshly initialised critic of these sizes (``config.critic``
+        records them, so ``save`` keeps it); returns the head."""
+        self.config.critic.enabled = True
+        self.config.critic.hidden = hidden
+        self.config.critic.use_state = use_state
+        self.config.critic.max_steps = max_steps
+        with torch.device(self.device):
+            self.critic = Critic(self.config)
+        init_critic(self.critic)
+        return self.critic
+
+    def cost_to_go(
+        self, latents: torch.Tensor, states: torch.Tensor, goal_latents: torch.Tensor
+    ) -> torch.Tensor:
+        """The critic's steps-to-goal ``[B]`` (>= 0; differentiable, for gradient planners).
+
+        Args:
+            latents: [B, N, D] layer-normed latents of the scored frames (encoded or predicted).
+            states: [B, 7] their end-effector states.
+            goal_latents: [B, N, D] or [1, N, D] the goals' latents.
+
+        Raises:
+            NoCriticError: the model has no critic (``config.critic.enabled`` is false).
+            InputShapeError: a shape does not fit.
+        """
+        if self.critic is None:
+            raise NoCriticError(
+                "this world model has no critic (config.critic.enabled is false); train one "
+                "with `jepa-mpc train critic`"
+            )
+        n, d = self.num_patches, self.latent_dim
+        batch = latents.shape[0] if latents.ndim == 3 else -1
+        if latents.ndim != 3 or tuple(latents.shape[1:]) != (n, d):
+            raise InputShapeError(f"latents must be [B, {n}, {d}], got {tuple(latents.shape)}")
+        if goal_latents.ndim != 3 or tuple(goal_latents.shape[1:]) != (n, d):
+            raise InputShapeError(
+                f"goal latents must be [B, {n}, {d}] or [1, {n}, {d}], got "
+                f"{tuple(goal_latents.shape)}"
+            )
+        if goal_latents.shape[0] not in (1, batch) or tuple(states.shape) != (batch, 7):
+            raise InputShapeError(
+                f"for {batch} latents: states must be [{batch}, 7] (got {tuple(states.shape)}) "
+                f"and goal latents [1 or {batch}, ...] (got {goal_latents.shape[0]})"
+            )
+        device = self.device
+        return self.critic(
+            latents.to(device, torch.float32),
+            states.to(device, torch.float32),
+            goal_latents.to(device, torch.float32),
+        )
 
     @torch.no_grad()
     def read_state(self, latents: torch.Tensor) -> torch.Tensor:
@@ -249,6 +303,8 @@ def build(
         init_weights(model.predictor, model.predictor.predictor_blocks)
         if model.readout is not None:
             init_readout(model.readout)
+        if model.critic is not None:
+            init_critic(model.critic)
         if config.predictor.residual:  # start as the identity: predict "nothing changes"
             torch.nn.init.zeros_(model.predictor.predictor_proj.weight)
             torch.nn.init.zeros_(model.predictor.predictor_proj.bias)

@@ -1,8 +1,8 @@
-"""``jepa-mpc train predictor|encoder|readout|joint --config NAME [--data DIR] [--out DIR]
-[k=v ...]``: train the action-conditioned predictor on a frozen encoder, the encoder with the
-V-JEPA objective, the state readout head on a frozen model, or encoder and predictor end to end
-with an anti-collapse regulariser, on a trajectory dataset; single process or ``torchrun`` DDP,
-resumable."""
+"""``jepa-mpc train predictor|encoder|readout|joint|critic --config NAME [--data DIR]
+[--out DIR] [k=v ...]``: train the action-conditioned predictor on a frozen encoder, the encoder
+with the V-JEPA objective, the state readout head on a frozen model, encoder and predictor end
+to end with an anti-collapse regulariser, or the critic (goal-conditioned cost-to-go) on a
+frozen model, on a trajectory dataset; single process or ``torchrun`` DDP, resumable."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from world_model.errors import CheckpointError, CheckpointNotFoundError, ImageRe
 from world_model.files import write_json
 from world_model.model import WorldModel, build
 from world_model.regularizers import REGULARIZERS, RegularizerSection
+from world_model.train_critic import CriticObjective, CriticSection
 from world_model.train_encoder import EncoderObjective
 from world_model.train_joint import JointObjective, JointSection
 from world_model.train_loop import (
@@ -47,7 +48,7 @@ from world_model.train_loop import (
 from world_model.train_predictor import PredictorObjective
 from world_model.train_readout import ReadoutObjective
 
-STAGES = ("predictor", "encoder", "readout", "joint")
+STAGES = ("predictor", "encoder", "readout", "joint", "critic")
 
 
 @dataclass
@@ -130,6 +131,7 @@ class TrainConfig:
     predictor: PredictorSection = field(default_factory=PredictorSection)
     encoder: EncoderSection = field(default_factory=EncoderSection)
     joint: JointSection = field(default_factory=JointSection)
+    critic: CriticSection = field(default_factory=CriticSection)
 
 
 def load_train_config(name_or_path: str, overrides: list[str] | None = None) -> TrainConfig:
@@ -215,6 +217,9 @@ def make_objective(stage: str, model: WorldModel, config: TrainConfig, info: Dis
         return PredictorObjective(model, config.predictor)
     if stage == "readout":
         return ReadoutObjective(model)
+    if stage == "critic":
+        source = dataset_source(config.data, model.config.img_size)
+        return CriticObjective(model, config.critic, source, Path(config.out), info.is_main)
     clip_len, tubelet = config.data.clip_len, model.config.tubelet_size
     if config.encoder.regularizer.kind != "none" and config.batch_size < 2:
         raise ConfigError("encoder.regularizer needs batch_size >= 2 (it compares clips)")
@@ -247,22 +252,8 @@ def train(stage: str, config: TrainConfig) -> Path:
         schedule.load_state_dict(state["schedule"])
         set_rng_state(state["rng"])
         start = int(state["step"])
-    dataset = TrajectoryDataset(
-        dataset_source(config.data, model.config.img_size),
-        clip_len=config.data.clip_len,
-        frame_stride=config.data.frame_stride,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        rank=info.rank,
-        world_size=info.world_size,
-        tasks=config.data.tasks,
-        action_source=config.data.action_source,
-        chunks_in_memory=config.data.chunks_in_memory,
-        gripper_oversample=config.data.gripper_oversample,
-        repeat=True,
-        start_item=start,
-    )
-    if info.is_main:
+    dataset = make_dataset(stage, config, model, objective, info, start)
+    if info.is_main and stage != "critic":
         note_frame_size(dataset.reader, model.config.img_size)
     loader = DataLoader(
         dataset,
@@ -285,6 +276,28 @@ def train(stage: str, config: TrainConfig) -> Path:
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
     return out / "model"
+
+
+def make_dataset(stage, config: TrainConfig, model: WorldModel, objective, info: Dist, start):
+    """The stage's stream of batches from item ``start``: clips of frames, or for the critic
+    indices into its latent cache (``CriticSamples``)."""
+    if stage == "critic":
+        return objective.stream(config.batch_size, config.seed, info.rank, start, config.data.tasks)
+    return TrajectoryDataset(
+        dataset_source(config.data, model.config.img_size),
+        clip_len=config.data.clip_len,
+        frame_stride=config.data.frame_stride,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        rank=info.rank,
+        world_size=info.world_size,
+        tasks=config.data.tasks,
+        action_source=config.data.action_source,
+        chunks_in_memory=config.data.chunks_in_memory,
+        gripper_oversample=config.data.gripper_oversample,
+        repeat=True,
+        start_item=start,
+    )
 
 
 def run_steps(stage, config, info, objective, module, optimizer, schedule, loader, log, start):
