@@ -1,9 +1,18 @@
-"""``jepa-mpc bench``: the headless planning benchmark. Tasks x models x planners, N seeded
-episodes each, with random, scripted-expert and ground-truth-state-model baselines on the same
-seeds; fixed budget, success judged from the last step only. Writes JSON, Markdown and PNGs.
+"""``jepa-mpc bench``: the headless planning benchmark. It runs tasks x models x planners, N
+seeded episodes each, with random and scripted-expert baselines on the same seeds (the
+ground-truth-state model ``state`` is the planner-error baseline); every episode has a fixed
+budget of control steps and succeeds or fails on its last step. It writes results.json,
+results.md, success.png and planning_time.png into ``--out``, shows a progress bar with an ETA
+per configuration, and on Ctrl-C (or SIGTERM) writes the episodes it finished.
 
-Example::
+Presets sized for the machine (``configs/bench``): ``cpu_small`` (state model, ~10 min on 2 CPU
+cores), ``sim_small`` (sim-small at a CPU budget), ``paper`` (GPU-sized: 50 episodes of
+cem_paper and icem on sim-small).
 
+Examples::
+
+    jepa-mpc bench --tasks reach --planners icem --models state --episodes 2 --out b/
+    jepa-mpc bench --config cpu_small --out runs/bench_cpu_small
     jepa-mpc bench --tasks reach,grasp --planners cem_paper,icem --models state \\
         --episodes 10 --image-size 64 --out runs/bench actor.samples=64
 
@@ -14,7 +23,6 @@ and batched lock-step runs) in ``jepa_mpc.bench_episodes``, statistics and outpu
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import shlex
 import sys
@@ -28,13 +36,16 @@ import sim
 from jepa_mpc import bench_report as report
 from jepa_mpc.bench_config import BASELINES, BenchConfig, BenchError, Method, model_label
 from jepa_mpc.bench_episodes import run_configuration
+from jepa_mpc.bench_progress import ConfigurationProgress, Interrupted, interruptible
 from planner import load_planner_config
-from planner.planner import resolve_device
 from robots.config import load_config
 from sim.backend import BACKENDS
 from sim.goals import SUBGOAL_SCHEDULES
 from sim.tasks import EVALUATION_SEEDS_START, TASK_NAMES, TRAINING_SEEDS_START
 from world_model import MODEL_SPEC_HELP, resolve_model
+from world_model.console import CommandLineParser, device_option
+
+STATE_ONLY_IMAGE_SIZE = 256  # camera pixels when no model looks at them (state model, baselines)
 
 
 def _check_names(kind: str, names: tuple[str, ...], known: tuple[str, ...] | list[str]) -> None:
@@ -43,11 +54,12 @@ def _check_names(kind: str, names: tuple[str, ...], known: tuple[str, ...] | lis
         raise BenchError(f"unknown {kind} {unknown}; known: {', '.join(known)}")
 
 
-def prepare(config: BenchConfig) -> tuple[list[Method], torch.device]:
+def prepare(config: BenchConfig) -> tuple[list[Method], torch.device, BenchConfig]:
     """Check every request and load the models and planner configs, before anything is written.
 
     Returns:
-        (methods in report order: baselines, then each model x planner; the device).
+        (methods in report order: baselines, then each model x planner; the device; the config
+        with its image size settled, see ``image_size_for``).
 
     Raises:
         BenchError, ConfigError (ValueError) or FileNotFoundError naming what is wrong.
@@ -68,7 +80,7 @@ def prepare(config: BenchConfig) -> tuple[list[Method], torch.device]:
         )
     if config.steps is not None and config.steps < 1:
         raise BenchError(f"steps must be >= 1, got {config.steps}")
-    if config.image_size < 16:
+    if config.image_size is not None and config.image_size < 16:
         raise BenchError(f"image_size must be >= 16 pixels, got {config.image_size}")
     if isinstance(config.batch_episodes, bool) or not isinstance(config.batch_episodes, int):
         raise BenchError(f"batch_episodes must be an integer, got {config.batch_episodes!r}")
@@ -78,7 +90,7 @@ def prepare(config: BenchConfig) -> tuple[list[Method], torch.device]:
         raise BenchError("nothing to run: give planners and models, or baselines")
     if bool(config.planners) != bool(config.models):
         raise BenchError("planners and models go together: give at least one of each")
-    device = resolve_device(config.device)
+    device = device_option(config.device)
     methods = [Method(label=name) for name in config.baselines]
     planner_configs = {
         name: load_planner_config(name, list(config.overrides)) for name in config.planners
@@ -88,7 +100,28 @@ def prepare(config: BenchConfig) -> tuple[list[Method], torch.device]:
         for name, planner_config in planner_configs.items():
             label = f"{model_label(name)}@{model_label(spec)}"
             methods.append(Method(label, model_label(spec), name, planner_config, world_model))
-    return methods, device
+    config = dataclasses.replace(config, image_size=image_size_for(config, methods))
+    return methods, device, config
+
+
+def image_size_for(config: BenchConfig, methods: list[Method]) -> int:
+    """The camera's pixels: ``config.image_size`` when given, else the image models' input size
+    (so nothing is resized), else ``STATE_ONLY_IMAGE_SIZE``.
+
+    Raises:
+        BenchError: no size given and the image models take different sizes.
+    """
+    if config.image_size is not None:
+        return config.image_size
+    sizes = {
+        model_label(method.model): method.world_model.config.img_size
+        for method in methods
+        if getattr(method.world_model, "config", None) is not None
+    }
+    if len(set(sizes.values())) > 1:
+        listed = ", ".join(f"{name} {size} px" for name, size in sizes.items())
+        raise BenchError(f"the models take different image sizes ({listed}): give --image-size")
+    return next(iter(sizes.values()), STATE_ONLY_IMAGE_SIZE)
 
 
 def lane_count(config: BenchConfig) -> int:
@@ -116,31 +149,28 @@ def run_benchmark(
     Episodes run one after another (one env per task reused: ``reset(seed)`` gives every
     method the same start and goal); with ``batch_episodes`` > 1 a planner method's episodes
     run in lock-step lanes (one env per lane, made here, in the main thread), see
-    ``run_batched``.
+    ``run_batched``. SIGINT or SIGTERM stops the run: the finished episodes are written and
+    ``results["interrupted"]`` says by which signal (its ``exit_code``: 130 or 143).
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise BenchError(f"--out {out} exists and is not a folder")
-    methods, device = prepare(config)
+    methods, device, config = prepare(config)
     started = time.perf_counter()
-    episodes: list[dict[str, Any]] = []
-    rows: list[dict[str, Any]] = []
-    overrides = [f"episode_length={config.steps}"] if config.steps else None
-    lanes = lane_count(config) if config.planners else 1
-    for task in config.tasks:
-        envs = []
+    groups: list[list[dict[str, Any]]] = []  # one list of finished episodes per configuration
+    print(
+        f"[bench] {len(config.tasks)} task(s) x {len(methods)} method(s) x {config.episodes} "
+        f"episode(s) on {device}, {config.image_size} px camera; {execution_mode(config)}",
+        flush=True,
+    )
+    stop = None
+    with interruptible():
         try:
-            for _ in range(lanes):
-                envs.append(
-                    sim.make(task, config.backend, config.image_size, task_overrides=overrides)
-                )
-            for method in methods:
-                records = run_configuration(envs, task, method, config, device, out)
-                episodes.extend(records)
-                rows.append(report.summarise(records))
-        finally:
-            for env in envs:
-                env.close()
+            for task in config.tasks:
+                run_task(task, methods, config, device, out, groups)
+        except Interrupted as signal:
+            stop = signal
+    episodes = [episode for records in groups for episode in records]
     results = {
         "command": command,
         "config": dataclasses.asdict(config),
@@ -151,11 +181,49 @@ def run_benchmark(
             task: list(SUBGOAL_SCHEDULES.get(task, ["equal"])) for task in config.subgoals
         },
         "wall_s": time.perf_counter() - started,
-        "rows": rows,
+        "rows": [report.summarise(records) for records in groups if records],
         "episodes": episodes,
+        "interrupted": None,
     }
+    if stop is not None:
+        results["interrupted"] = {"signal": stop.signal_name, "exit_code": stop.exit_code}
+        print(f"\n[bench] {stop.signal_name}: stopped after {len(episodes)} finished episode(s)")
+        if not episodes:
+            print("[bench] nothing finished, nothing written")
+            return results
     report.write_outputs(out, results)
     return results
+
+
+def run_task(
+    task: str,
+    methods: list[Method],
+    config: BenchConfig,
+    device: torch.device,
+    out: Path,
+    groups: list[list[dict[str, Any]]],
+) -> None:
+    """Every method's episodes on ``task``, each method's finished episodes appended (as they
+    finish) to a new list in ``groups``."""
+    lanes = lane_count(config) if config.planners else 1
+    overrides = [f"episode_length={config.steps}"] if config.steps else None
+    envs = []
+    try:
+        for _ in range(lanes):
+            envs.append(sim.make(task, config.backend, config.image_size, task_overrides=overrides))
+        steps = envs[0].unwrapped.episode_length
+        for method in methods:
+            records: list[dict[str, Any]] = []
+            groups.append(records)
+            index = len(groups)
+            count = len(config.tasks) * len(methods)
+            label = f"{task} {method.label} ({index}/{count})"
+            planner = method.planner_config is not None
+            with ConfigurationProgress(label, config.episodes * steps, planner, device) as bar:
+                run_configuration(envs, task, method, config, device, out, records, bar.step)
+    finally:
+        for env in envs:
+            env.close()
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -164,33 +232,86 @@ def _names(text: str) -> tuple[str, ...]:
 
 def parse_args(argv: list[str]) -> tuple[BenchConfig, Path]:
     """CLI flags (over ``--config``'s YAML, over the defaults) -> (config, out folder)."""
-    parser = argparse.ArgumentParser(prog="jepa-mpc bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="configs/bench/<name>.yaml or a YAML path")
-    parser.add_argument("--tasks", help="comma-separated: reach,push,grasp,pick_place")
-    parser.add_argument("--planners", help="planner presets or YAML paths, comma-separated")
-    parser.add_argument("--models", help=f"model specs, comma-separated: {MODEL_SPEC_HELP}")
-    parser.add_argument("--baselines", help="random,expert (or 'none')")
-    parser.add_argument("--episodes", type=int)
+    defaults = BenchConfig()
+    parser = CommandLineParser("jepa-mpc bench", description=__doc__)
     parser.add_argument(
-        "--seed", type=int, help=f"first episode's seed (default {EVALUATION_SEEDS_START})"
+        "--config",
+        help="A preset in configs/bench (cpu_small, sim_small, paper) or a YAML path; the flags "
+        "below override its keys.",
     )
-    parser.add_argument("--backend")
-    parser.add_argument("--image-size", type=int, dest="image_size")
-    parser.add_argument("--steps", type=int, help="control steps (default: task length)")
     parser.add_argument(
-        "--subgoals", help="tasks planned on subgoals (default push,grasp,pick_place)"
+        "--tasks",
+        help="Comma-separated tasks: reach, push, grasp, pick_place "
+        f"(default: {','.join(defaults.tasks)}).",
     )
-    parser.add_argument("--videos", action="store_true", default=None)
-    parser.add_argument("--device")
-    parser.add_argument("--no-verify", action="store_true", help="skip checkpoint sha256 checks")
+    parser.add_argument(
+        "--planners",
+        help="Comma-separated planner presets (configs/planner) or YAML paths "
+        f"(default: {','.join(defaults.planners)}).",
+    )
+    parser.add_argument(
+        "--models",
+        help=f"Comma-separated model specs: {MODEL_SPEC_HELP} "
+        f"(default: {','.join(defaults.models)}).",
+    )
+    parser.add_argument(
+        "--baselines",
+        help="Comma-separated baselines: random, expert, or none "
+        f"(default: {','.join(BASELINES)}).",
+    )
+    parser.add_argument(
+        "--episodes",
+        type=int,
+        help=f"Seeded episodes per configuration (default: {defaults.episodes}).",
+    )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        help="The first episode's seed, in the evaluation range "
+        f"(default: {EVALUATION_SEEDS_START}).",
+    )
+    parser.add_argument(
+        "--backend", help=f"Simulator: mujoco or pybullet (default: {defaults.backend})."
+    )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        dest="image_size",
+        help="Camera pixels (default: the image models' input size, so nothing is resized; "
+        f"{STATE_ONLY_IMAGE_SIZE} when no model looks at images).",
+    )
+    parser.add_argument(
+        "--steps", type=int, help="Control steps per episode (default: the task's length)."
+    )
+    parser.add_argument(
+        "--subgoals",
+        help="Tasks planned on their subgoal images in turn "
+        f"(default: {','.join(defaults.subgoals)}).",
+    )
+    parser.add_argument(
+        "--videos", action="store_true", default=None, help="Write a video of every episode."
+    )
+    parser.add_argument(
+        "--device",
+        help="auto, cpu, cuda or cuda:N (default: auto, CUDA when there is one).",
+    )
+    parser.add_argument(
+        "--no-verify", action="store_true", help="Skip the checkpoints' sha256 checks."
+    )
     parser.add_argument(
         "--batch-episodes",
         type=int,
         dest="batch_episodes",
-        help="run a planner's episodes in lock-step lanes of N, rollouts merged (default 1)",
+        help="Run a planner's episodes in lock-step lanes of N, their rollouts merged into one "
+        "batch (default: 1, one after another).",
     )
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("overrides", nargs="*", help="planner overrides: actor.samples=64 ...")
+    parser.add_argument("--out", required=True, help="The output folder.")
+    parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="Planner overrides applied to every planner, e.g. actor.samples=64.",
+    )
     args = parser.parse_args(argv)
     config = load_config(BenchConfig, args.config, "bench") if args.config else BenchConfig()
     given = {}
@@ -209,12 +330,14 @@ def parse_args(argv: list[str]) -> tuple[BenchConfig, Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``jepa-mpc bench``; returns 2 (nothing written) on a bad request."""
+    """Entry point of ``jepa-mpc bench``: 0 when done, 2 (nothing written) on a bad request, 130
+    or 143 when SIGINT or SIGTERM stopped it (the finished episodes written)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    config, out = parse_args(argv)
     try:
-        run_benchmark(config, out, command=shlex.join(["jepa-mpc", "bench", *argv]))
+        config, out = parse_args(argv)
+        results = run_benchmark(config, out, command=shlex.join(["jepa-mpc", "bench", *argv]))
     except (ValueError, FileNotFoundError) as error:
-        print(f"jepa-mpc bench: {error}", file=sys.stderr)
+        print(f"jepa-mpc bench: error: {error}", file=sys.stderr)
         return 2
-    return 0
+    stopped = results["interrupted"]
+    return stopped["exit_code"] if stopped else 0

@@ -46,7 +46,7 @@ class BenchConfig:
     episodes: int = 10
     seed: int = EVALUATION_SEEDS_START
     backend: str = "mujoco"
-    image_size: int = 256
+    image_size: int | None = None  # None: the image models' input size (bench.image_size_for)
     steps: int | None = None
     overrides: tuple[str, ...] = ()
     subgoals: tuple[str, ...] = ("push", "grasp", "pick_place")

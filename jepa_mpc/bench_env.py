@@ -3,13 +3,13 @@ for each backend and image size; prints a table and optionally writes JSON."""
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 
 from sim.backend import UnknownBackendError, backend_class
 from sim.env import FrankaTableEnv
+from world_model.console import CommandLineParser
 from world_model.files import write_json
 
 
@@ -42,9 +42,9 @@ def bench_one(backend: str, size: int, steps: int, renders: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``jepa-mpc bench-env``."""
-    parser = argparse.ArgumentParser(prog="jepa-mpc bench-env", description=__doc__)
-    parser.add_argument("--backends", default="mujoco,pybullet")
-    parser.add_argument("--sizes", default="128,256")
+    parser = CommandLineParser("jepa-mpc bench-env", description=__doc__)
+    parser.add_argument("--backends", default="mujoco,pybullet", help="comma-separated backends")
+    parser.add_argument("--sizes", default="128,256", help="comma-separated image sides")
     parser.add_argument("--steps", type=int, default=40, help="control steps to time")
     parser.add_argument("--renders", type=int, default=40, help="renders to time")
     parser.add_argument("--json", default=None, help="write results to this JSON file")

@@ -7,13 +7,16 @@ in batched lock-step lanes (``run_batched``), their world-model rollouts merged 
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from jepa_mpc import bench_report as report
 from jepa_mpc.bench_config import BenchConfig, Method
@@ -26,6 +29,8 @@ from world_model.state_model import StateWorldModel
 
 # What a policy decides for one step: (action [7], planning seconds or None, evaluations or None).
 Decision = tuple[np.ndarray, float | None, int | None]
+# Called after every control step (in the thread that steps the envs): progress bars.
+StepHook = Callable[[], None]
 
 
 class Policy(Protocol):
@@ -86,11 +91,18 @@ class EpisodeRun:
     """
 
     def __init__(
-        self, env, policy: Policy, seed: int, use_subgoals: bool = False, keep_frames: bool = False
+        self,
+        env,
+        policy: Policy,
+        seed: int,
+        use_subgoals: bool = False,
+        keep_frames: bool = False,
+        on_step: StepHook | None = None,
     ) -> None:
         """Reset ``env`` and ``policy`` with ``seed`` (see ``run_episode`` for the rest)."""
         self.started = time.perf_counter()
         self.env, self.policy, self.seed, self.keep_frames = env, policy, seed, keep_frames
+        self.on_step = on_step
         self.obs, _ = env.reset(seed=seed)
         self.start_state = self.obs["state"].tolist()
         self.goals = episode_goals(env, use_subgoals)
@@ -128,6 +140,8 @@ class EpisodeRun:
             self.frames.append(self.obs["image"])
             self.goal_frames.append(goal["image"])
         self.step_index += 1
+        if self.on_step is not None:
+            self.on_step()
 
     def record(self) -> dict[str, Any]:
         """The finished episode's record (see ``run_episode``)."""
@@ -148,16 +162,22 @@ class EpisodeRun:
 
 
 def run_episode(
-    env, policy: Policy, seed: int, use_subgoals: bool = False, keep_frames: bool = False
+    env,
+    policy: Policy,
+    seed: int,
+    use_subgoals: bool = False,
+    keep_frames: bool = False,
+    on_step: StepHook | None = None,
 ) -> dict[str, Any]:
-    """One episode of exactly ``env.episode_length`` steps; success from the last step's info.
+    """One episode of exactly ``env.episode_length`` steps; success from the last step's info;
+    ``on_step`` is called after each step.
 
     Returns:
         seed, success, distance, steps, plan_s [steps] and evaluations [steps] (empty for
         baselines), start_state [7], goal_state [7], wall_s; with ``keep_frames`` also
         "frames" and "goal_frames" (uint8 [H, W, 3] each, reset frame first).
     """
-    episode = EpisodeRun(env, policy, seed, use_subgoals, keep_frames)
+    episode = EpisodeRun(env, policy, seed, use_subgoals, keep_frames, on_step)
     while not episode.done:
         episode.advance(episode.decide())
     return episode.record()
@@ -192,15 +212,17 @@ def run_lanes(
     pool: ThreadPoolExecutor,
     use_subgoals: bool = False,
     keep_frames: bool = False,
+    on_step: StepHook | None = None,
 ) -> list[dict[str, Any]]:
     """Episodes ``seeds`` in lock-step lanes (lane i: ``envs[i]``, ``policies[i]``): per control
-    step, plan every lane concurrently, then step every env here, in the calling thread.
+    step, plan every lane concurrently, then step every env here, in the calling thread
+    (``on_step`` once per lane and step).
 
     Returns:
         one ``run_episode`` record per seed, in order (``wall_s`` spans the lanes' shared run).
     """
     episodes = [
-        EpisodeRun(env, policy, seed, use_subgoals, keep_frames)
+        EpisodeRun(env, policy, seed, use_subgoals, keep_frames, on_step)
         for env, policy, seed in zip(envs, policies, seeds, strict=False)  # last group: fewer
     ]
     while not all(episode.done for episode in episodes):
@@ -228,28 +250,38 @@ def finish_record(
     method: Method,
     config: BenchConfig,
     out: Path,
-) -> dict[str, Any]:
-    """Label episode ``index``'s record, write its video (``config.videos``), print its line."""
+    records: list[dict[str, Any]],
+) -> None:
+    """Label episode ``index``'s record, write its video (``config.videos``), append it to
+    ``records``, then print its line (a user who stops the run at that line keeps it)."""
     seed = record["seed"]
     record.update(task=task, method=method.label, model=method.model, planner=method.planner)
     if config.videos:
         name = f"{task}__{method.label.replace('/', '_')}__seed{seed}{report.video_suffix()}"
         report.write_video(out / "videos" / name, record.pop("frames"), record.pop("goal_frames"))
         record["video"] = f"videos/{name}"
+    records.append(record)
     timing = f" plan {np.median(record['plan_s']):.4f} s/action" if record["plan_s"] else ""
-    print(
+    tqdm.write(  # above the progress bar
         f"[{task} {method.label}] episode {index + 1}/{config.episodes} seed {seed}: "
         f"success={int(record['success'])} distance={record['distance']:.4f} m{timing}",
-        flush=True,
+        file=sys.stdout,
     )
-    return record
 
 
 def run_batched(
-    envs: list, task: str, method: Method, config: BenchConfig, device: torch.device, out: Path
-) -> list[dict[str, Any]]:
+    envs: list,
+    task: str,
+    method: Method,
+    config: BenchConfig,
+    device: torch.device,
+    out: Path,
+    records: list[dict[str, Any]],
+    on_step: StepHook | None = None,
+) -> None:
     """A planner method's episodes in groups of ``len(envs)`` lock-step lanes sharing one
-    ``RolloutBatcher`` (one planner per lane, each reset with its episode's seed)."""
+    ``RolloutBatcher`` (one planner per lane, each reset with its episode's seed); each group's
+    records are appended to ``records`` as it finishes."""
     lanes = len(envs)
     world_model = method.world_model
     if isinstance(world_model, torch.nn.Module):
@@ -260,33 +292,39 @@ def run_batched(
     policies = [make_policy(method, lane_device, batcher.lane(i)) for i in range(lanes)]
     use_subgoals = task in config.subgoals
     seeds = [config.seed + index for index in range(config.episodes)]
-    records: list[dict[str, Any]] = []
     with ThreadPoolExecutor(lanes, thread_name_prefix="bench-lane") as pool:
         for first in range(0, len(seeds), lanes):
             group = seeds[first : first + lanes]
             results = run_lanes(
-                envs, policies, group, batcher, pool, use_subgoals, keep_frames=config.videos
+                envs, policies, group, batcher, pool, use_subgoals, config.videos, on_step
             )
             for offset, record in enumerate(results):
-                records.append(finish_record(record, first + offset, task, method, config, out))
-    return records
+                finish_record(record, first + offset, task, method, config, out, records)
 
 
 def run_configuration(
-    envs: list, task: str, method: Method, config: BenchConfig, device: torch.device, out: Path
-) -> list[dict[str, Any]]:
-    """All seeded episodes of one (task, method); prints one progress line per episode.
+    envs: list,
+    task: str,
+    method: Method,
+    config: BenchConfig,
+    device: torch.device,
+    out: Path,
+    records: list[dict[str, Any]],
+    on_step: StepHook | None = None,
+) -> None:
+    """All seeded episodes of one (task, method), each record appended to ``records`` when its
+    episode ends (an interrupted run keeps the finished ones); a line per episode, ``on_step``
+    after every control step.
 
     A planner method with more than one env runs batched (``run_batched``, one lane per env);
     baselines, and everything with one env, run one episode after another on ``envs[0]``.
     """
     if method.planner_config is not None and len(envs) > 1:
-        return run_batched(envs, task, method, config, device, out)
+        run_batched(envs, task, method, config, device, out, records, on_step)
+        return
     policy = make_policy(method, device)
     use_subgoals = task in config.subgoals
-    records = []
     for index in range(config.episodes):
         seed = config.seed + index
-        record = run_episode(envs[0], policy, seed, use_subgoals, keep_frames=config.videos)
-        records.append(finish_record(record, index, task, method, config, out))
-    return records
+        record = run_episode(envs[0], policy, seed, use_subgoals, config.videos, on_step)
+        finish_record(record, index, task, method, config, out, records)

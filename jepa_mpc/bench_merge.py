@@ -15,7 +15,6 @@ difference. The merged ``results.json`` keeps each shard's command under ``shard
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 import shlex
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from jepa_mpc import bench_report as report
+from world_model.console import CommandLineParser
 
 # Config keys that may differ between shards (they define the seed range each one covered).
 SHARD_KEYS = ("seed", "episodes")
@@ -39,7 +39,8 @@ def load_shard(folder: Path) -> dict[str, Any]:
     """``folder/results.json`` of one ``jepa-mpc bench`` run.
 
     Raises:
-        MergeError: the file is missing or is not a benchmark result.
+        MergeError: the file is missing, is not a benchmark result, or is one that was
+            interrupted (its configurations lack episodes).
     """
     path = Path(folder) / "results.json"
     if not path.is_file():
@@ -51,6 +52,11 @@ def load_shard(folder: Path) -> dict[str, Any]:
     missing = [key for key in ("config", "rows", "episodes") if key not in results]
     if missing:
         raise MergeError(f"{path} lacks {', '.join(missing)}: not a jepa-mpc bench result")
+    if results.get("interrupted"):
+        raise MergeError(
+            f"{path} is from a run stopped by {results['interrupted']['signal']} (only "
+            f"{len(results['episodes'])} episodes finished): rerun that shard before merging"
+        )
     return results
 
 
@@ -129,9 +135,7 @@ def merge(folders: list[Path], command: str | None = None) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``jepa-mpc bench-merge``; returns 2 (nothing written) on bad shards."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(
-        prog="jepa-mpc bench-merge", description=__doc__.split("\n")[0]
-    )
+    parser = CommandLineParser("jepa-mpc bench-merge", description=__doc__)
     parser.add_argument("shards", nargs="+", help="jepa-mpc bench --out folders")
     parser.add_argument("--out", required=True, help="output folder of the merged report")
     args = parser.parse_args(argv)

@@ -176,6 +176,11 @@ def write_outputs(out: Path, results: dict[str, Any]) -> None:
     )
     if results.get("command"):
         header += f"Command: `{results['command']}`\n\n"
+    if results.get("interrupted"):
+        header += (
+            f"**Interrupted ({results['interrupted']['signal']})**: the rows hold the "
+            f"{len(results['episodes'])} episodes that finished.\n\n"
+        )
     if results.get("shards"):  # a jepa-mpc bench-merge report
         header += "Merged from:\n\n" + "".join(f"* `{c}`\n" for c in results["shards"]) + "\n"
     times: dict[str, list[float]] = {}

@@ -4,12 +4,12 @@ Each episode is driven by one of two behaviours, drawn per episode: the task's s
 with Gaussian action noise and occasional random actions (purposeful, task-relevant motion), or
 a smooth random walk (time-correlated random deltas that cover the workspace, DROID-like
 variety). Episodes run in parallel worker processes and are written by the main process with
-``world_model.data.TrajectoryWriter`` (chunked, atomic).
+``world_model.data.TrajectoryWriter`` (chunked, atomic). Frames are recorded at the input size of
+the model they train (default 128 px, sim-small's), so that training resizes nothing.
 """
 
 from __future__ import annotations
 
-import argparse
 import multiprocessing as mp
 import sys
 import time
@@ -17,10 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from sim.backend import BACKENDS, CONTROL_DT
 from sim.tasks import TASK_NAMES, TRAINING_SEEDS_START
+from world_model.console import CommandLineParser, progress_bar
+
+# The input size of sim-small (world_model/checkpoints/sim-small/config.json, "small" presets):
+# data recorded at another size is resized on every training step.
+DEFAULT_IMAGE_SIZE = 128
 
 
 @dataclass(frozen=True)
@@ -30,7 +34,7 @@ class CollectSpec:
     task: str
     seed: int
     backend: str = "mujoco"
-    image_size: int = 64
+    image_size: int = DEFAULT_IMAGE_SIZE
     steps: int | None = None  # control steps; None = the task's episode_length
     explore: float = 0.3  # probability that an episode is a random walk
     noise: float = 0.01  # std of the expert's action noise (metres / radians)
@@ -134,15 +138,17 @@ def collect(
     with TrajectoryWriter(out, control_dt=CONTROL_DT, info=info) as writer:
         with _pool(workers) as pool:
             results = pool.imap(record_episode, specs) if pool else map(record_episode, specs)
-            for result in tqdm(results, total=episodes, disable=not progress, desc="collect"):
-                writer.add_episode(
-                    result["frames"],
-                    result["states"],
-                    task=result["task"],
-                    success=result["success"],
-                )
-                counts[result["behaviour"]] += 1
-                successes += result["success"]
+            with progress_bar(episodes, "collect", "episode", disable=not progress) as bar:
+                for result in results:
+                    bar.update(1)
+                    writer.add_episode(
+                        result["frames"],
+                        result["states"],
+                        task=result["task"],
+                        success=result["success"],
+                    )
+                    counts[result["behaviour"]] += 1
+                    successes += result["success"]
     return {
         "episodes": episodes,
         **counts,
@@ -171,20 +177,28 @@ class _pool:
 
 def main(argv: list[str] | None = None) -> int:
     """``jepa-mpc collect --task reach,grasp --episodes 100 --out data/sim``."""
-    parser = argparse.ArgumentParser(prog="jepa-mpc collect", description=__doc__)
+    parser = CommandLineParser("jepa-mpc collect", description=__doc__)
     parser.add_argument("--task", default="reach", help="comma-separated task names")
-    parser.add_argument("--episodes", type=int, default=10)
+    parser.add_argument("--episodes", type=int, default=10, help="episodes to record")
     parser.add_argument("--out", required=True, help="dataset folder (appended to if present)")
-    parser.add_argument("--backend", default="mujoco", choices=sorted(BACKENDS))
-    parser.add_argument("--image-size", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=None, help="control steps per episode")
+    parser.add_argument("--backend", default="mujoco", choices=sorted(BACKENDS), help="simulator")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        default=DEFAULT_IMAGE_SIZE,
+        help="camera pixels: the input size of the model to train (sim-small and the small "
+        "presets: 128)",
+    )
+    parser.add_argument(
+        "--steps", type=int, default=None, help="control steps per episode (default: the task's)"
+    )
     parser.add_argument(
         "--seed",
         type=int,
         default=TRAINING_SEEDS_START,
         help="seed of the first episode (training range: %(default)s and up)",
     )
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--explore", type=float, default=0.3, help="share of random walks")
     parser.add_argument("--noise", type=float, default=0.01, help="expert action noise std")
     args = parser.parse_args(argv)

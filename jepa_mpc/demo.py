@@ -1,27 +1,32 @@
 """``jepa-mpc demo``: one MuJoCo ``reach`` episode planned with a latent world model.
 
 Runs on a CPU-only machine in a few minutes with the embedded ``sim-small`` model and a
-CPU-sized iCEM planner; prints per-step energy, distance and planning time and writes, into
-``--out`` (default ``demo_out/``): ``episode.gif`` (each camera frame beside the goal image),
-``energy_distance.png`` (energy and distance over the steps) and ``summary.json``.
+CPU-sized iCEM planner (on a GPU the full ``icem`` preset); shows a progress bar and a line per
+step (energy, distance, planning time) and writes, into ``--out`` (default ``demo_out/``):
+``episode.gif`` (per step: the camera frame with the reach target marked by a green ring, a
+view from above with the target as a green sphere, and the goal image; panels labelled),
+``energy_distance.png`` (energy and distance to the target over the steps, with the success
+threshold) and ``summary.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from jepa_mpc.demo_media import above_view, write_gif, write_plot
 from planner import Planner
-from planner.planner import resolve_device
 from world_model import resolve_model
-from world_model.files import atomic_write, pyplot, save_figure, write_json
+from world_model.console import CommandLineParser, device_option, progress_bar
+from world_model.files import write_json
 
-# Defaults that keep one plan to about a second on 2 CPU cores with ``sim-small``.
+# On the CPU: overrides that keep one plan to about a second on 2 cores with ``sim-small``.
 CPU_PLANNER = "icem"
 CPU_OVERRIDES = ["actor.samples=64", "actor.iterations=6", "actor.elites=6"]
 TRAIN_HINT = (
@@ -36,19 +41,25 @@ class DemoError(ValueError):
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse and check the command line; raises DemoError on bad values."""
-    parser = argparse.ArgumentParser(prog="jepa-mpc demo", description=__doc__)
-    parser.add_argument("--model", default="sim-small", help="bundled name, checkpoint path, ...")
+    parser = CommandLineParser("jepa-mpc demo", description=__doc__)
+    parser.add_argument(
+        "--model", default="sim-small", help="bundled name, checkpoint path or random:<preset>"
+    )
     parser.add_argument("--planner", default=CPU_PLANNER, help="configs/planner preset or YAML")
     parser.add_argument(
         "--override",
         action="append",
         default=None,
-        help="planner key=value override (repeatable); default: a CPU-sized iCEM",
+        metavar="KEY=VALUE",
+        help="planner override, repeatable (default on the CPU with icem: "
+        f"{' '.join(CPU_OVERRIDES)}; on a GPU: none)",
     )
     parser.add_argument("--seed", type=int, default=0, help="episode and planner seed")
-    parser.add_argument("--steps", type=int, default=None, help="control steps (default: task)")
+    parser.add_argument(
+        "--steps", type=int, default=None, help="control steps (default: the task's, 20)"
+    )
     parser.add_argument("--out", default="demo_out", help="output folder")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--fps", type=float, default=4.0, help="GIF frames per second")
     parser.add_argument(
         "--no-verify", action="store_true", help="skip the model's sha256 check (docs/security.md)"
@@ -60,9 +71,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise DemoError(f"--seed must be >= 0, got {args.seed}")
     if args.fps <= 0:
         raise DemoError(f"--fps must be positive, got {args.fps}")
-    if args.override is None:
-        args.override = list(CPU_OVERRIDES) if args.planner == CPU_PLANNER else []
     return args
+
+
+def planner_overrides(args: argparse.Namespace, device: torch.device) -> list[str]:
+    """The overrides asked for, else the CPU sizing of the default planner on a CPU."""
+    if args.override is not None:
+        return args.override
+    return list(CPU_OVERRIDES) if args.planner == CPU_PLANNER and device.type == "cpu" else []
+
+
+def check_out(out: Path) -> Path:
+    """Make the output folder and try a file in it, before any planning.
+
+    Raises:
+        DemoError: it cannot be made or written ("--out /proc/nope: cannot write there: ...").
+    """
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out, prefix=".write-check-"):
+            pass
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise DemoError(f"--out {out}: cannot write there ({reason})") from None
+    return out
 
 
 def load_model(spec: str, device: str | torch.device, verify: bool = True):
@@ -80,41 +112,54 @@ def load_model(spec: str, device: str | torch.device, verify: bool = True):
     return model
 
 
-def run_episode(model, planner, seed: int, steps: int | None, log=print) -> dict:
-    """Plan and execute one reach episode; returns per-step records and the frames.
+def run_episode(model, planner, seed: int, steps: int | None) -> dict:
+    """Plan and execute one reach episode (a progress bar on stderr, a line per step on
+    stdout); returns per-step records and the frames.
 
     Returns:
-        {"frames": [T+1] uint8 [H, W, 3], "goal": uint8 [H, W, 3], "energy": [T+1] current
-        L1 energy to the goal latent, "distance": [T+1] metres, "plan_seconds": [T],
-        "predicted_energy": [T], "actions": [T, 7], "success": bool}
+        {"frames": [T+1] uint8 [H, W, 3], "goal": uint8 [H, W, 3], "goal_position": [3]
+        metres, "above": [T+1] uint8 views from above with the target (empty if not MuJoCo),
+        "energy": [T+1] current L1 energy to the goal latent, "distance": [T+1] metres,
+        "plan_seconds": [T], "predicted_energy": [T], "actions": [T, 7], "success": bool}
     """
     import sim
 
     env = sim.make("reach", image_size=model.config.img_size, seed=seed)
+    view = None
     try:
         obs, info = env.reset(seed=seed)
         goal = env.unwrapped.goal()
         planner.reset(seed)
         steps = steps or env.unwrapped.episode_length
         record = {"frames": [obs["image"]], "goal": goal["image"], "distance": [info["distance"]]}
+        record.update(goal_position=goal["state"][:3].tolist())
         record.update(energy=[], plan_seconds=[], predicted_energy=[], actions=[])
-        for step in range(steps):
-            record["energy"].append(current_energy(model, planner, obs, goal))
-            plan = planner.plan(obs, goal)
-            obs, _, _, _, info = env.step(plan.action)
-            record["frames"].append(obs["image"])
-            record["distance"].append(info["distance"])
-            record["plan_seconds"].append(plan.timings["total"])
-            record["predicted_energy"].append(plan.energy)
-            record["actions"].append(plan.action.tolist())
-            log(
-                f"step {step + 1:3d}/{steps}  energy {record['energy'][-1]:.4f}  "
-                f"predicted {plan.energy:.4f}  distance {info['distance']:.3f} m  "
-                f"plan {plan.timings['total']:.2f} s"
-            )
+        view = above_view(env, goal["state"][:3])
+        record["above"] = [] if view is None else [view.render()]
+        with progress_bar(steps, "demo reach", "step") as bar:
+            for step in range(steps):
+                record["energy"].append(current_energy(model, planner, obs, goal))
+                plan = planner.plan(obs, goal)
+                obs, _, _, _, info = env.step(plan.action)
+                record["frames"].append(obs["image"])
+                record["distance"].append(info["distance"])
+                record["plan_seconds"].append(plan.timings["total"])
+                record["predicted_energy"].append(plan.energy)
+                record["actions"].append(plan.action.tolist())
+                if view is not None:
+                    record["above"].append(view.render())
+                bar.write(
+                    f"step {step + 1:3d}/{steps}  energy {record['energy'][-1]:.4f}  "
+                    f"predicted {plan.energy:.4f}  distance {info['distance']:.3f} m  "
+                    f"plan {plan.timings['total']:.2f} s",
+                    file=sys.stdout,
+                )
+                bar.update(1)
         record["energy"].append(current_energy(model, planner, obs, goal))
         record["success"] = bool(info["success"])
     finally:
+        if view is not None:
+            view.close()
         env.close()
     return record
 
@@ -126,50 +171,47 @@ def current_energy(model, planner, obs: dict, goal: dict) -> float:
     return float((latent - goal_latent).abs().mean())
 
 
-def write_gif(path: Path, frames: list[np.ndarray], goal: np.ndarray, fps: float) -> None:
-    """Write frames [H, W, 3] side by side with ``goal`` as an animated GIF, atomically."""
-    import imageio.v2 as imageio
-
-    gap = np.full((goal.shape[0], 4, 3), 255, np.uint8)
-    pairs = [np.concatenate((frame, gap, goal), axis=1) for frame in frames]
-    atomic_write(
-        path,
-        lambda temp: imageio.mimwrite(temp, pairs, format="gif", duration=1000.0 / fps, loop=0),
-    )
-
-
-def write_plot(path: Path, energy: list[float], distance: list[float], threshold: float) -> None:
-    """PNG of energy (left axis) and TCP-to-goal distance (right axis) over steps, atomically."""
-    figure, left = pyplot().subplots(figsize=(6, 3.5))
-    steps = np.arange(len(energy))
-    left.plot(steps, energy, "o-", color="tab:blue", label="energy")
-    left.set_xlabel("control step")
-    left.set_ylabel("L1 energy to goal", color="tab:blue")
-    right = left.twinx()
-    right.plot(steps, distance, "s-", color="tab:red", label="distance")
-    right.axhline(threshold, color="tab:red", linestyle=":", linewidth=1)
-    right.set_ylabel("distance to goal (m)", color="tab:red")
-    figure.tight_layout()
-    save_figure(figure, path, dpi=100)
+def captions(distances: list[float]) -> list[str]:
+    """The camera panel's caption per frame: step and distance to the target."""
+    last = len(distances) - 1
+    return [
+        f"camera  step {step}/{last}  {100 * distance:.1f} cm to target"
+        for step, distance in enumerate(distances)
+    ]
 
 
 def write_outputs(out: Path, record: dict, args: argparse.Namespace) -> dict:
     """GIF, plot and summary.json into ``out``; returns the summary."""
     from sim.tasks import make_task
 
-    out.mkdir(parents=True, exist_ok=True)
     threshold = make_task("reach").config.success_threshold
-    write_gif(out / "episode.gif", record["frames"], record["goal"], args.fps)
-    write_plot(out / "energy_distance.png", record["energy"], record["distance"], threshold)
+    write_gif(
+        out / "episode.gif",
+        record["frames"],
+        record["goal"],
+        np.asarray(record["goal_position"]),
+        captions(record["distance"]),
+        args.fps,
+        record["above"],
+    )
+    outcome = "reached" if record["success"] else "missed"
+    title = (
+        f"reach, seed {args.seed}: {args.model} + {args.planner} ({outcome}, final distance "
+        f"{100 * record['distance'][-1]:.1f} cm)"
+    )
+    plot = out / "energy_distance.png"
+    write_plot(plot, record["energy"], record["distance"], threshold, title)
     seconds = record["plan_seconds"]
     summary = {
         "model": args.model,
         "planner": args.planner,
         "overrides": args.override,
+        "device": args.device,
         "seed": args.seed,
         "steps": len(seconds),
         "success": record["success"],
         "final_distance": record["distance"][-1],
+        "goal_position": record["goal_position"],
         "plan_seconds_median": float(np.median(seconds)),
         **{key: record[key] for key in ("energy", "distance", "predicted_energy", "actions")},
         "plan_seconds": seconds,
@@ -179,15 +221,20 @@ def write_outputs(out: Path, record: dict, args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``jepa-mpc demo``; 0 on success, 2 on bad arguments or a missing model."""
+    """Entry point of ``jepa-mpc demo``; 0 on success, 2 on bad arguments, a missing model or
+    device, or an output folder that cannot be written."""
     try:
         args = parse_args(argv)
         began = time.perf_counter()
-        model = load_model(args.model, resolve_device(args.device), verify=not args.no_verify)
-        planner = Planner.from_config(args.planner, model, args.device, args.override)
-        print(f"[demo] model {args.model}, planner {args.planner} {' '.join(args.override)}")
+        device = device_option(args.device)
+        model = load_model(args.model, device, verify=not args.no_verify)
+        args.override = planner_overrides(args, device)
+        planner = Planner.from_config(args.planner, model, device, args.override)
+        out = check_out(Path(args.out))
+        sizing = " ".join(args.override) or "preset as is"
+        print(f"[demo] model {args.model}, planner {args.planner} ({sizing}) on {device}")
         record = run_episode(model, planner, args.seed, args.steps)
-        summary = write_outputs(Path(args.out), record, args)
+        summary = write_outputs(out, record, args)
     except (ValueError, FileNotFoundError) as error:
         print(f"jepa-mpc demo: error: {error}", file=sys.stderr)
         return 2

@@ -7,13 +7,13 @@ jepa-mpc presets planner icem    # one preset's values, defaults filled in
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import sys
 import typing
 from typing import Any
 
 from robots.config import CONFIG_DIR, list_presets, load_config, preset_groups
+from world_model.console import CommandLineParser
 
 
 class PresetError(ValueError):
@@ -117,7 +117,7 @@ def preset_values(group: str, name: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``jepa-mpc presets``; 2 on an unknown group or preset."""
-    parser = argparse.ArgumentParser(prog="jepa-mpc presets", description=__doc__.split("\n")[0])
+    parser = CommandLineParser("jepa-mpc presets", description=__doc__)
     parser.add_argument("group", nargs="?", help="bench, model, planner, robot, task or train")
     parser.add_argument("name", nargs="?", help="a preset of that group")
     args = parser.parse_args(argv)
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             lines = preset_values(args.group, args.name)
     except (ValueError, FileNotFoundError) as error:
-        print(f"jepa-mpc presets: {error}", file=sys.stderr)
+        print(f"jepa-mpc presets: error: {error}", file=sys.stderr)
         return 2
     print("\n".join(lines))
     return 0

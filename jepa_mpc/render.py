@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
+import sys
 from pathlib import Path
 
 import imageio.v2 as imageio
@@ -10,6 +10,7 @@ import numpy as np
 
 import sim
 from sim.tasks import TASK_NAMES
+from world_model.console import CommandLineParser
 from world_model.files import atomic_write
 
 
@@ -40,14 +41,19 @@ def render_task(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``jepa-mpc render``."""
-    parser = argparse.ArgumentParser(prog="jepa-mpc render", description=__doc__)
-    parser.add_argument("--task", default="pick_place", choices=TASK_NAMES)
+    """Entry point of ``jepa-mpc render``: 0, or 2 with one line on a bad task, backend or size."""
+    parser = CommandLineParser("jepa-mpc render", description=__doc__)
+    parser.add_argument("--task", default="pick_place", choices=TASK_NAMES, help="sim task")
     parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--backend", default="mujoco", help="simulator backend")
+    parser.add_argument("--backend", default="mujoco", help="simulator backend: mujoco, pybullet")
     parser.add_argument("--size", type=int, default=256, help="image side in pixels")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="scene seed")
     args = parser.parse_args(argv)
-    for path in render_task(args.task, args.out, args.backend, args.size, args.seed):
+    try:
+        paths = render_task(args.task, args.out, args.backend, args.size, args.seed)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"jepa-mpc render: error: {error}", file=sys.stderr)
+        return 2
+    for path in paths:
         print(path)
     return 0

@@ -23,11 +23,12 @@ import torch
 from jepa_mpc.bench_episodes import PlannerPolicy
 from planner import Planner
 from planner import soak_metrics as metrics
+from world_model.console import CommandLineParser, device_option, progress_bar
 from world_model.files import write_json
 from world_model.state_model import StateWorldModel
 
 
-def make_policy(model_spec: str, planner: str, overrides: list[str], device: str):
+def make_policy(model_spec: str, planner: str, overrides: list[str], device: str | torch.device):
     """The benchmark's planner policy for a planner preset and a model spec (``state``, a path,
     a bundled name, ...: ``world_model.resolve_model``); returns (policy, world model)."""
     planner = Planner.from_config(planner, model_spec, device, overrides)
@@ -104,15 +105,17 @@ def analyse(
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Parse and check the command line; raises SoakError on bad numbers."""
-    parser = argparse.ArgumentParser(prog="jepa-mpc soak", description=__doc__)
+    parser = CommandLineParser("jepa-mpc soak", description=__doc__)
     parser.add_argument("--steps", type=int, default=2000, help="planning steps in all")
     parser.add_argument("--warmup", type=int, default=100, help="steps before the RSS baseline")
     parser.add_argument("--model", default="state", help="state, sim-small or a checkpoint path")
     parser.add_argument("--planner", default="cem_paper", help="configs/planner preset or YAML")
-    parser.add_argument("--task", default="reach")
-    parser.add_argument("--image-size", type=int, default=None, help="default: the model's")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--task", default="reach", help="sim task")
+    parser.add_argument(
+        "--image-size", type=int, default=None, help="camera pixels (default: the model's)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="first episode's seed")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
         "--rss-bar", type=float, default=metrics.RSS_BAR_PCT, help="max RSS growth %%"
@@ -128,7 +131,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--out", type=Path, default=Path("soak.json"), help="JSON results")
     parser.add_argument("--plot", type=Path, default=None, help="also write this PNG")
-    parser.add_argument("--every", type=int, default=100, help="progress line every N steps")
+    parser.add_argument(
+        "--every", type=int, default=100, help="a line (RSS, distance) every N steps"
+    )
     parser.add_argument("overrides", nargs="*", help="planner key=value, e.g. actor.samples=200")
     args = parser.parse_args(argv)
     if args.steps < 20 or not 1 <= args.warmup <= args.steps - 10:
@@ -148,23 +153,27 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    policy, model = make_policy(args.model, args.planner, list(args.overrides), args.device)
+    device = device_option(args.device)
+    policy, model = make_policy(args.model, args.planner, list(args.overrides), device)
     config = getattr(model, "config", None)
     image_size = args.image_size or getattr(config, "img_size", 64)
     env = sim.make(args.task, image_size=image_size, seed=args.seed)
     started = time.perf_counter()
+    bar = progress_bar(args.steps, "soak", "step")
 
     def progress(step: int, info: dict) -> None:
+        bar.update(1)
         if (step + 1) % args.every == 0:
-            print(
+            bar.write(
                 f"step {step + 1}/{args.steps}  RSS {metrics.resident_mb():.1f} MiB  "
                 f"distance {info['distance']:.3f} m  {time.perf_counter() - started:.0f} s",
-                flush=True,
+                file=sys.stdout,
             )
 
     try:
         series = run_steps(env, policy, args.steps, args.seed, progress)
     finally:
+        bar.close()
         env.close()
     settings = {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
     settings.update(image_size=image_size, torch_threads=torch.get_num_threads())

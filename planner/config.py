@@ -9,8 +9,9 @@ from pathlib import Path
 
 from robots.config import ConfigError, load_config
 from robots.franka import Workspace
+from world_model.hot_path import PRECISIONS
 
-ACTORS = ("cem", "icem", "gd", "cem+gd", "mppi")
+ACTORS = ("cem", "icem", "gd", "cem+gd", "mppi", "amortised")
 
 
 @dataclass
@@ -23,7 +24,10 @@ class ActionBounds:
             (metres; paper: 0.075).
         rotation_max: per-axis limit on the Euler deltas (radians; 0 = rotation not searched).
         gripper_max: limit on |Δgripper| (release: 0.75; 0 = gripper not searched).
-        gripper_snap: |Δgripper| below this becomes 0 (release: 0.25; 0 = no snapping).
+        gripper_snap: |Δgripper| below this becomes 0 in every sampled and returned action
+            (our variant; 0 = no snapping).
+        final_gripper_snap: |Δgripper| below this becomes 0 in the returned plan only, the
+            samples are left as drawn (the release's rule: 0.25; 0 = no snapping).
     """
 
     translation_max: float = 0.05
@@ -31,6 +35,7 @@ class ActionBounds:
     rotation_max: float = 0.0
     gripper_max: float = 0.75
     gripper_snap: float = 0.0
+    final_gripper_snap: float = 0.0
 
 
 LATENT_DISTANCES = ("l1", "l2")
@@ -118,6 +123,8 @@ class ActorConfig:
         momentum: new = momentum * old + (1 - momentum) * fitted, for mean and std.
         init_std_translation, init_std_rotation, init_std_gripper: initial sampling std.
         min_std: floor on the std of searched dimensions (0: none).
+        unbiased_std: CEM/iCEM refit the elites' std with Bessel's correction (divide by K - 1,
+            the release's ``torch.std``) instead of by K (our default).
         final: "mean" (the distribution's mean, release) or "best" (best sequence seen).
         warm_start: start from the previous plan shifted by one step (receding horizon).
         noise_beta: iCEM colored-noise exponent over time (0 white, 2 brown).
@@ -126,6 +133,12 @@ class ActorConfig:
         restarts: GD random restarts (one batch). steps: GD (or CEM+GD refinement) steps.
         learning_rate: Adam step size (metres per step, roughly).
         temperature: MPPI temperature, in units of the population's energy std.
+        policy: amortised: the proposal policy (a ``.safetensors`` path, a folder holding
+            ``policy.safetensors``, a bundled model name such as ``sim-small``) or "none".
+        refine_samples, refine_iterations: amortised: the small iCEM search around the proposal.
+        refine_std: amortised: its sampling std, as a fraction of ``init_std_*``.
+        probes: amortised: sequences drawn from the full search's initial distribution; when one
+            scores lower than the refined proposal, the full search runs (0: never).
     """
 
     name: str = "cem"
@@ -138,6 +151,7 @@ class ActorConfig:
     init_std_rotation: float = 0.1
     init_std_gripper: float = 0.5
     min_std: float = 0.0
+    unbiased_std: bool = False
     final: str = "mean"
     warm_start: bool = False
     noise_beta: float = 2.0
@@ -147,6 +161,11 @@ class ActorConfig:
     steps: int = 30
     learning_rate: float = 0.005
     temperature: float = 0.5
+    policy: str = "none"
+    refine_samples: int = 16
+    refine_iterations: int = 2
+    refine_std: float = 0.25
+    probes: int = 8
 
 
 @dataclass
@@ -158,6 +177,12 @@ class PlannerConfig:
         seed: seeds the planner's torch.Generator (plans are deterministic given it).
         goal_cache_size: goal latents kept (keyed by a hash of the goal's content).
         robot: robot limits config (``configs/robot/<name>.yaml``) for the safety filter.
+        precision: the world model's hot path while this planner plans: "model" (as the model
+            is set: bf16 on CUDA, fp32 on CPU), "bf16" (bf16 autocast on CUDA and on CPUs with
+            native bf16, else fp32) or "fp32" (see ``world_model.hot_path``).
+        cpu_threads: torch CPU threads while planning on the CPU (0: leave torch's setting).
+            Measured on 2 shared cores: 2 threads ran 2-14x slower than 1 while other
+            processes used the cores (docs/benchmark.md, "CPU hot path").
     """
 
     actor: ActorConfig = field(default_factory=ActorConfig)
@@ -166,6 +191,8 @@ class PlannerConfig:
     seed: int = 0
     goal_cache_size: int = 16
     robot: str = "franka"
+    precision: str = "model"
+    cpu_threads: int = 0
 
 
 def validate(config: PlannerConfig) -> PlannerConfig:
@@ -173,20 +200,32 @@ def validate(config: PlannerConfig) -> PlannerConfig:
     actor = config.actor
     if actor.name not in ACTORS:
         raise ConfigError(f"unknown actor {actor.name!r}; known: {', '.join(ACTORS)}")
-    for name in ("horizon", "samples", "iterations", "elites", "restarts"):
+    for name in ("horizon", "samples", "iterations", "elites", "restarts", "refine_samples"):
         if getattr(actor, name) < 1:
             raise ConfigError(f"actor.{name} must be >= 1, got {getattr(actor, name)}")
     if actor.elites > actor.samples:
         raise ConfigError(f"actor.elites ({actor.elites}) exceeds actor.samples ({actor.samples})")
+    if actor.unbiased_std and actor.elites < 2:
+        raise ConfigError("actor.unbiased_std needs actor.elites >= 2 (the std of one elite)")
     if actor.final not in ("mean", "best"):
         raise ConfigError(f"actor.final must be 'mean' or 'best', got {actor.final!r}")
     if not 0.0 <= actor.momentum < 1.0 or not 0.0 <= actor.keep_elites <= 1.0:
         raise ConfigError("actor.momentum must be in [0, 1) and actor.keep_elites in [0, 1]")
+    if actor.refine_iterations < 1 or actor.probes < 0 or actor.refine_std <= 0:
+        raise ConfigError("actor.refine_iterations must be >= 1, probes >= 0, refine_std > 0")
     if actor.temperature <= 0 or actor.population_decay < 1.0:
         raise ConfigError("actor.temperature must be > 0 and actor.population_decay >= 1")
+    if config.precision not in PRECISIONS:
+        raise ConfigError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
+    if config.cpu_threads < 0:
+        raise ConfigError(
+            f"cpu_threads must be >= 0 (0: torch's setting), got {config.cpu_threads}"
+        )
     bounds = config.bounds
     if min(bounds.translation_max, bounds.rotation_max, bounds.gripper_max) < 0:
         raise ConfigError("action bounds must be >= 0")
+    if min(bounds.gripper_snap, bounds.final_gripper_snap) < 0:
+        raise ConfigError("bounds.gripper_snap and bounds.final_gripper_snap must be >= 0")
     if bounds.translation_l1 is not None and bounds.translation_l1 <= 0:
         raise ConfigError(f"bounds.translation_l1 must be > 0, got {bounds.translation_l1}")
     return config

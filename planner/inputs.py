@@ -8,7 +8,10 @@ What is accepted (everything else is a ``PlanInputError``):
          3840x2160, fits); resize larger frames on the camera side.
   state  7 finite real numbers (ints and floats of any width, numpy, torch or a sequence; no
          bools, complex numbers or strings) whose position lies within ``MAX_POSITION_M`` of
-         the robot base (metres: a larger value is almost always a millimetre reading).
+         the robot base (metres: a larger value is almost always a millimetre reading), and
+         whose gripper closedness is in [0, 1] (within ``GRIPPER_TOLERANCE``, then clipped).
+         An angle outside [-pi, pi] but within ``MAX_ANGLE_RAD`` (e.g. 100 rad) is the same
+         rotation wrapped into (-pi, pi], the range the world models were trained on.
   obs    a mapping with "image" and "state"; goal: such a mapping ("state" optional) or an image.
 """
 
@@ -22,11 +25,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from robots.franka import POS, STATE_DIM
+from robots.franka import GRIPPER, POS, ROT, STATE_DIM
 
 MIN_IMAGE_SIDE = 8
 MAX_IMAGE_SIDE = 4096
 MAX_POSITION_M = 10.0
+GRIPPER_TOLERANCE = 0.05  # a sensor reading this far outside [0, 1] is clipped, not refused
+MAX_ANGLE_RAD = 1000.0  # beyond this an "angle" is no sensor's reading of a rotation
 REAL_KINDS = "iuf"  # numpy dtype kinds accepted for states: signed, unsigned, float
 
 
@@ -73,7 +78,13 @@ def _real_array(values: Any, where: str) -> np.ndarray:
 
 def check_state(state: Any, where: str) -> torch.Tensor:
     """A finite end-effector state of 7 numbers -> float32 tensor [7], or PlanInputError."""
-    values = _real_array(state, where)
+    return torch.from_numpy(state_values(state, where)).to(torch.float32)
+
+
+def state_values(state: Any, where: str) -> np.ndarray:
+    """The checks of :func:`check_state`, returning float64 ``[7]`` (gripper clipped, angles
+    wrapped), or PlanInputError."""
+    values = np.array(_real_array(state, where))  # a copy: the caller's array is not changed
     if values.ndim != 1 or values.shape[0] != STATE_DIM:
         raise PlanInputError(
             f"{where} must have 7 entries [x, y, z, roll, pitch, yaw, gripper], "
@@ -86,10 +97,22 @@ def check_state(state: Any, where: str) -> torch.Tensor:
             f"{where} position {values[POS].tolist()} is more than {MAX_POSITION_M:g} m from the "
             f"robot base; positions are in metres (not millimetres)"
         )
-    single = torch.from_numpy(values).to(torch.float32)
-    if not bool(torch.isfinite(single).all()):
+    if not bool(torch.isfinite(torch.from_numpy(values).to(torch.float32)).all()):
         raise PlanInputError(f"{where} has values beyond float32 range: {values.tolist()}")
-    return single
+    gripper = values[GRIPPER]
+    if not -GRIPPER_TOLERANCE <= gripper <= 1.0 + GRIPPER_TOLERANCE:
+        raise PlanInputError(
+            f"{where} gripper closedness {gripper:g} is outside [0, 1] (0 = open, 1 = closed)"
+        )
+    values[GRIPPER] = min(max(gripper, 0.0), 1.0)
+    angles = values[ROT]
+    if np.abs(angles).max() > MAX_ANGLE_RAD:
+        raise PlanInputError(
+            f"{where} angles {angles.tolist()} go beyond ±{MAX_ANGLE_RAD:g} rad; they are "
+            f"radians (roll, pitch, yaw)"
+        )
+    values[ROT] = np.where(np.abs(angles) > np.pi, np.angle(np.exp(1j * angles)), angles)
+    return values
 
 
 def split_observation(obs: Any, where: str, state_required: bool) -> tuple[Any, Any]:

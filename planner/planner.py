@@ -18,10 +18,13 @@ from planner.actors import ActionSpace, Problem, make_actor
 from planner.actors.base import EvaluationBatch
 from planner.config import PlannerConfig, load_planner_config
 from planner.cost import Cost
+from planner.image_sizes import ImageSizes
 from planner.inputs import PlanInputError, content_key, split_observation
 from planner.protocol import LatentWorldModel, ReadoutWorldModel, model_device, same_device
 from robots.config import ConfigError
 from robots.franka import ACTION_DIM, GRIPPER, SafetyFilter, load_limits
+from world_model.devices import resolve_device
+from world_model.hot_path import autocast_dtype, running
 from world_model.resolve import resolve_model
 
 
@@ -61,13 +64,6 @@ def best_so_far(problem: Problem) -> np.ndarray:
     return np.stack((counts, np.minimum.accumulate(lows)), axis=1)
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """ "auto" -> CUDA when available, else CPU; anything else as given."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def has_readout(world_model: LatentWorldModel) -> bool:
     """Whether the model can read a state off a latent: a ``ReadoutWorldModel`` whose readout
     head, where it has an attribute for one (``WorldModel.readout``), is not None."""
@@ -102,7 +98,8 @@ class Planner:
         config: a checked ``PlannerConfig`` (see ``load_planner_config``).
         world_model: anything with the ``LatentWorldModel`` members; an ``nn.Module`` is moved
             to ``device``.
-        device: "auto" (CUDA when available), "cpu", "cuda", ...
+        device: "auto" (CUDA when available), "cpu", "cuda", ...; one that this machine does
+            not have is a ``world_model.devices.DeviceError`` (a ``ValueError``).
         """
         self.config = config
         self.device = resolve_device(device)
@@ -129,9 +126,13 @@ class Planner:
         critic = world_model.cost_to_go if config.cost.uses_critic else None
         self.cost = Cost(config.cost, critic=critic)
         self.space = ActionSpace(config.bounds, self.device)
-        self.actor = make_actor(config.actor, self.space)
+        self.actor = make_actor(config.actor, self.space, world_model)
         self.safety = SafetyFilter(load_limits(config.robot))
+        model_config = getattr(world_model, "config", None)  # None: the model sees no pixels
+        self.image_sizes = ImageSizes(getattr(model_config, "img_size", None))
         self.generator = torch.Generator(device=self.device)
+        self.autocast_dtype = autocast_dtype(config.precision, self.device)
+        self.cpu_threads = config.cpu_threads if self.device.type == "cpu" else 0
         self.evaluation_batch = EvaluationBatch()
         self._goal_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.cache_hits = 0
@@ -183,14 +184,22 @@ class Planner:
             inf), it is hold, with a ``NonFiniteEnergyWarning``.
 
         Raises:
-            PlanInputError: malformed observation or goal (the message names the problem);
-                raised before anything is encoded, so the planner's state is unchanged.
+            PlanInputError: malformed observation or goal (the message names the problem), or
+                a goal image whose aspect ratio is not the camera image's; raised before
+                anything is encoded, so the planner's state is unchanged. Images the model
+                must resize are said once (``ImageResizeWarning``, ``planner.image_sizes``).
             torch.cuda.OutOfMemoryError: only if even one sequence at a time does not fit
                 (larger batches fall back to chunks, see ``EvaluationBatch``).
         """
+        with running(self.world_model, self.autocast_dtype, self.cpu_threads):
+            return self._plan(obs, goal)
+
+    def _plan(self, obs: dict[str, Any], goal: dict[str, Any] | np.ndarray | torch.Tensor) -> Plan:
+        """``plan`` in the configured precision and threads."""
         start = time.perf_counter()
         image, state = split_observation(obs, "obs", state_required=True)
         goal_image, goal_state = split_observation(goal, "goal", state_required=False)
+        self.image_sizes.check(tuple(image.shape), tuple(goal_image.shape))
         state_batch = state.to(self.device).unsqueeze(0)  # [1, 7]
         latent = self.world_model.encode(image, state_batch)  # [1, N, D]
         goal_latent = self.goal_latent(goal_image, goal_state)  # [1, N, D]

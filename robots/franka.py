@@ -70,11 +70,24 @@ class StepLimits:
 
 
 @dataclass(frozen=True)
+class SpeedLimits:
+    """Fastest the end effector can move: the Panda's Cartesian limits (Franka datasheet:
+    1.7 m/s, 2.5 rad/s), plus the measurement noise allowed on top. A measured pose that moved
+    further than this since the previous one is not the arm's (``planner_ros`` rejects it)."""
+
+    translation: float = 1.7  # m/s
+    rotation: float = 2.5  # rad/s
+    noise_translation: float = 0.01  # m
+    noise_rotation: float = 0.05  # rad
+
+
+@dataclass(frozen=True)
 class FrankaLimits:
-    """Everything the safety filter enforces."""
+    """Everything the safety filter enforces, and how fast the arm can really move."""
 
     workspace: Workspace = field(default_factory=Workspace)
     step: StepLimits = field(default_factory=StepLimits)
+    speed: SpeedLimits = field(default_factory=SpeedLimits)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -234,6 +247,8 @@ class SafetyFilter:
     ``step.translation`` metres, the rotation to at most ``step.rotation`` radians, the gripper
     change to ``step.gripper``; then the target position is projected into the workspace box and
     the gripper target into [0, 1]. The returned action is the delta to that safe target.
+    Each Euler-angle delta is clipped to ``±step.rotation`` before the rotation is composed, so
+    a huge request keeps its sign (+100 rad turns +0.25 rad, not by 100 rad modulo a turn).
     """
 
     def __init__(self, limits: FrankaLimits | None = None) -> None:
@@ -255,7 +270,8 @@ class SafetyFilter:
         norm = translation.norm(dim=-1, keepdim=True)
         translation = translation * (step.translation / norm.clamp_min(step.translation))
 
-        rotvec = matrix_to_rotvec(euler_to_matrix(action[..., ROT]))
+        euler = action[..., ROT].clamp(-step.rotation, step.rotation)
+        rotvec = matrix_to_rotvec(euler_to_matrix(euler))
         angle = rotvec.norm(dim=-1, keepdim=True)
         rotvec = rotvec * (step.rotation / angle.clamp_min(step.rotation))
         rotation = matrix_to_euler(rotvec_to_matrix(rotvec))

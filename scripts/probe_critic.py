@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 import sim
 import world_model
@@ -52,6 +51,24 @@ def run_expert(env, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.n
         frames.append(obs["image"])
         states.append(obs["state"])
     return np.stack(frames), np.stack(states), np.stack(actions), goal
+
+
+def spearman(a, b) -> float:
+    """Spearman's rank correlation of two equal-length sequences (ties get their mean rank)."""
+
+    def ranks(values) -> np.ndarray:
+        values = np.asarray(values, dtype=np.float64)
+        order = values.argsort(kind="stable")
+        ranked = np.empty(len(values))
+        ranked[order] = np.arange(len(values), dtype=np.float64)
+        for value in np.unique(values):  # ties: the mean of their ranks
+            tied = values == value
+            ranked[tied] = ranked[tied].mean()
+        return ranked
+
+    first, second = ranks(a), ranks(b)
+    first, second = first - first.mean(), second - second.mean()
+    return float((first * second).sum() / np.sqrt((first**2).sum() * (second**2).sum()))
 
 
 def random_actions(rng: np.random.Generator, count: int) -> torch.Tensor:
@@ -91,8 +108,8 @@ def probe_episode(env, model, seed: int, every: int, weights: list[float], rng) 
         "seed": seed,
         "critic_start": float(values[0]),
         "critic_end": float(values[-1]),
-        "spearman_critic": float(spearmanr(values, left)[0]),
-        "spearman_energy": float(spearmanr(energies, left)[0]),
+        "spearman_critic": spearman(values, left),
+        "spearman_energy": spearman(energies, left),
         **{f"beaten_by_random_{name}": float(np.mean(v)) for name, v in beaten.items()},
     }
 

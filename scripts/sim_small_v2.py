@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset")
     parser.add_argument("--episodes", type=int, default=416, help="training episodes")
     parser.add_argument("--workers", type=int, default=2, help="collection processes")
-    parser.add_argument("--steps", type=int, default=800, help="joint training steps")
+    parser.add_argument("--steps", type=int, default=600, help="joint training steps")
     parser.add_argument("--eval-episodes", type=int, default=50, help="per task and method")
     parser.add_argument("--planner", default="icem_readout", help="planner preset to bench")
     args = parser.parse_args(argv)

@@ -43,7 +43,8 @@ def make(
 
     Raises:
         UnknownBackendError: unknown backend name (lists the known ones).
-        ValueError: unknown task name.
+        ValueError: unknown task name; ``sim.env.EnvArgumentError`` for a task that is not a
+            name, an image size that is not an int in [16, 4096], a seed that is not an int.
     """
     from sim.env import FrankaTableEnv
 

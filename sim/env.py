@@ -55,6 +55,44 @@ def check_action(action: Any) -> np.ndarray:
     return array
 
 
+class EnvArgumentError(ValueError):
+    """A task, image size or seed that ``FrankaTableEnv`` cannot use (the message names it)."""
+
+
+# Largest camera image side: the planner's ``MAX_IMAGE_SIDE`` (sim must not import planner).
+MAX_IMAGE_SIZE = 4096
+MIN_IMAGE_SIZE = 16
+
+
+def check_env_args(task: Any, image_size: Any, seed: Any) -> None:
+    """Refuse a task that is not a name or a ``Task``, an image size that is not an int in
+    ``[MIN_IMAGE_SIZE, MAX_IMAGE_SIZE]`` and a seed that is not an int (or None).
+
+    Raises:
+        EnvArgumentError: one line naming the argument, the value and what is accepted.
+    """
+    if not isinstance(task, str | Task):
+        raise EnvArgumentError(
+            f"task must be a task name (reach, push, grasp, pick_place) or a sim.tasks.Task, "
+            f"got {reprlib.repr(task)} ({type(task).__name__})"
+        )
+    if not _is_int(image_size) or not MIN_IMAGE_SIZE <= image_size <= MAX_IMAGE_SIZE:
+        raise EnvArgumentError(
+            f"image_size must be an int number of pixels in [{MIN_IMAGE_SIZE}, "
+            f"{MAX_IMAGE_SIZE}], got {reprlib.repr(image_size)} ({type(image_size).__name__})"
+        )
+    if seed is not None and (not _is_int(seed) or seed < 0):
+        raise EnvArgumentError(
+            f"seed must be a non-negative int or None, got {reprlib.repr(seed)} "
+            f"({type(seed).__name__})"
+        )
+
+
+def _is_int(value: Any) -> bool:
+    """An int (Python or numpy), not a bool."""
+    return isinstance(value, int | np.integer) and not isinstance(value, bool | np.bool_)
+
+
 def home_qpos() -> np.ndarray:
     """The reset joint vector ``[9]``: ``robots.franka.HOME_QPOS`` with the fingers open."""
     return np.array([*HOME_QPOS, *(2 * [finger_joint_from_closedness(0.0)])], dtype=np.float64)
@@ -82,8 +120,8 @@ class FrankaTableEnv(gym.Env):
         render_mode: str | None = "rgb_array",
         task_overrides: list[str] | None = None,
     ) -> None:
-        if image_size < 16:
-            raise ValueError(f"image_size must be at least 16 pixels, got {image_size}")
+        check_env_args(task, image_size, seed)
+        image_size = int(image_size)
         self.task = make_task(task, task_overrides) if isinstance(task, str) else task
         self.backend = make_backend(backend, image_size) if isinstance(backend, str) else backend
         self.image_size = image_size
@@ -101,14 +139,20 @@ class FrankaTableEnv(gym.Env):
         )
         self.episode_length = self.task.config.episode_length
         self.steps = -1  # -1: reset() not called yet
-        self._seed = seed
+        self._seed = None if seed is None else int(seed)
 
     # -- Gymnasium API -------------------------------------------------------------------------
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[Observation, dict[str, Any]]:
-        """Put the arm at home, sample a new goal and place the cube; returns (obs, info)."""
+        """Put the arm at home, sample a new goal and place the cube; returns (obs, info).
+
+        Raises:
+            EnvArgumentError: ``seed`` is not a non-negative int (or None).
+        """
+        check_env_args(self.task, self.image_size, seed)
+        seed = None if seed is None else int(seed)
         if seed is None and self._seed is not None:
             seed, self._seed = self._seed, None
         super().reset(seed=seed)

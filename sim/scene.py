@@ -138,3 +138,24 @@ def scene_xml(offscreen: int = 640) -> str:
     root.find("worldbody").append(arm)
     root.append(actuator)
     return ET.tostring(root, encoding="unicode")
+
+
+def project_to_camera(points: np.ndarray, image_size: int) -> np.ndarray:
+    """Pixel coordinates ``[N, 2]`` (column, row; float, origin at the top-left pixel's corner)
+    of world points ``[N, 3]`` in the exterior camera's square ``image_size`` image (both
+    backends render this camera); points behind the camera get NaN."""
+    points = np.atleast_2d(np.asarray(points, dtype=np.float64))
+    forward = CAMERA_TARGET - CAMERA_POSITION
+    forward /= np.linalg.norm(forward)
+    right = np.cross(forward, [0.0, 0.0, 1.0])
+    right /= np.linalg.norm(right)
+    up = np.cross(right, forward)
+    relative = points - CAMERA_POSITION
+    depth = relative @ forward
+    focal = image_size / 2.0 / np.tan(np.radians(CAMERA_FOVY) / 2.0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        column = image_size / 2.0 + focal * (relative @ right) / depth
+        row = image_size / 2.0 - focal * (relative @ up) / depth
+    pixels = np.stack((column, row), axis=1)
+    pixels[depth <= 0] = np.nan
+    return pixels

@@ -17,6 +17,7 @@ def test_render_writes_reset_goal_and_subgoal_pngs(tmp_path):
     subgoals = [f"pick_place_subgoal_{index}.png" for index in range(7)]
     assert names == ["pick_place_goal.png", "pick_place_reset.png", *subgoals]
     assert imageio.imread(tmp_path / "pick_place_goal.png").shape == (32, 32, 3)
+    assert {oct(path.stat().st_mode & 0o777) for path in tmp_path.iterdir()} == {"0o644"}
 
 
 def test_bench_env_writes_json(tmp_path, capsys):

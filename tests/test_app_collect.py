@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -75,3 +76,32 @@ def test_collect_refuses_evaluation_seeds(tmp_path: Path, capsys) -> None:
     error = capsys.readouterr().err.strip()
     assert "evaluation range" in error and "\n" not in error
     assert not out.exists()
+
+
+def test_the_default_image_size_is_the_bundled_models_input_size() -> None:
+    """Data recorded with the defaults trains sim-small without a resize."""
+    import json
+
+    from jepa_mpc.collect import DEFAULT_IMAGE_SIZE, CollectSpec
+    from world_model.checkpoint import find_checkpoint
+
+    config = json.loads((find_checkpoint("sim-small") / "config.json").read_text())
+    assert DEFAULT_IMAGE_SIZE == config["img_size"] == CollectSpec("reach", 0).image_size
+
+
+def test_training_on_frames_of_another_size_says_so_once(tmp_path: Path) -> None:
+    from world_model.errors import ImageResizeWarning
+    from world_model.train import note_frame_size
+
+    out = tmp_path / "data"
+    collect(out, ["reach"], 1, workers=1, progress=False, image_size=32, steps=2)
+    reader = TrajectoryReader(out)
+    with pytest.warns(ImageResizeWarning) as caught:
+        note_frame_size(reader, 64)
+    assert [str(w.message) for w in caught] == [
+        "the dataset's frames are 32x32 and the model takes 64x64: every frame is upsampled "
+        "(2x) on every step; record at the model's size (jepa-mpc collect --image-size 64)"
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        note_frame_size(reader, 32)  # the model's size: nothing to say

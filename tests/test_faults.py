@@ -138,6 +138,7 @@ PLANNER_PARAMS = {
     "planner_overrides": ["actor.samples=64", "actor.elites=8", "actor.iterations=3"],
     "rate_hz": 10.0,
     "watchdog_s": 1.0,
+    "resync_s": 1.0,  # the new sim's arm starts at home: re-anchor there (as goal_planner.yaml)
 }
 LIVENESS_S = 60.0  # generous: CI has 2 slow shared cores
 

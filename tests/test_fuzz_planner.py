@@ -7,6 +7,7 @@ per side are rejected by shape alone, before the pixels are read."""
 from __future__ import annotations
 
 import types
+import warnings
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 import world_model
 from planner import PlanInputError, Planner
 from planner.inputs import MAX_IMAGE_SIDE, MAX_POSITION_M, MIN_IMAGE_SIDE
+from world_model.errors import ImageResizeWarning
 from world_model.state_model import StateWorldModel
 
 FUZZ = settings(
@@ -247,21 +249,30 @@ def test_equivalent_input_types_give_the_same_plan(
 @given(
     height=st.integers(MIN_IMAGE_SIDE, 96),
     width=st.integers(MIN_IMAGE_SIDE, 96),
+    scale=st.sampled_from([1, 2]),
     as_torch=st.booleans(),
     seed=st.integers(0, 2**16),
 )
 @settings(max_examples=15, deadline=None)
 def test_images_of_any_legal_size_plan_on_the_pixel_model(
-    pixel_planner, height, width, as_torch, seed
+    pixel_planner, height, width, scale, as_torch, seed
 ):
+    """Any camera size plans; a goal of the camera's aspect (any size) plans, with the resizes
+    said as ImageResizeWarning; a goal of another aspect is refused, naming both sizes."""
     rng = np.random.default_rng(seed)
     image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-    goal = rng.integers(0, 256, (width, height, 3), dtype=np.uint8)
+    goal = rng.integers(0, 256, (height * scale, width * scale, 3), dtype=np.uint8)
     obs = {"image": torch.from_numpy(image) if as_torch else image, "state": START}
-    plan = pixel_planner.plan(obs, goal)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ImageResizeWarning)
+        plan = pixel_planner.plan(obs, goal)
     assert plan.action.shape == (7,) and np.isfinite(plan.action).all()
     assert np.isfinite(plan.energy)
     assert np.linalg.norm(plan.action[:3]) <= pixel_planner.safety.limits.step.translation + 1e-6
+    if abs(height - width) > 0.02 * max(height, width):
+        transposed = rng.integers(0, 256, (width, height, 3), dtype=np.uint8)
+        sizes = (f"{width}x{height}", f"{height}x{width}")
+        rejects(pixel_planner, obs, transposed, *sizes, "aspect ratio")
 
 
 def test_the_largest_legal_image_plans_and_one_pixel_more_is_rejected(pixel_planner):

@@ -8,6 +8,7 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,9 +104,9 @@ class RobotHarness:
                     self.diagnostics.append(entry)
 
     def skipped_image_logs(self) -> list[str]:
-        """The planner's log lines about skipped camera images."""
+        """The planner's log lines about rejected camera images."""
         with self.lock:
-            return [log.msg for log in self.logs if "skipping camera image" in log.msg]
+            return [log.msg for log in self.logs if "rejecting camera image" in log.msg]
 
     def mode_after(self, mode: str, start: int, timeout_s: float = 30.0) -> dict[str, str]:
         """The first diagnostics entry with ``mode`` after index ``start`` (fails on timeout)."""
@@ -209,7 +210,7 @@ def test_plans_only_on_inputs_stamped_after_the_last_command(ros):
     ros.mode_after("planning", len(ros.diagnostics))
 
 
-def test_malformed_images_are_logged_and_skipped(ros):
+def test_malformed_images_are_counted_logged_and_skipped(ros):
     ros.mode_after("planning", 0, timeout_s=40.0)
     good = array_to_image(np.zeros((8, 8, 3), np.uint8))
     wrong_encoding = array_to_image(np.zeros((8, 8, 3), np.uint8))
@@ -218,18 +219,21 @@ def test_malformed_images_are_logged_and_skipped(ros):
     short_step.step = 20
     truncated = array_to_image(np.zeros((8, 8, 3), np.uint8))
     truncated.data = bytes(good.data)[:-5]
+    tiny = array_to_image(np.zeros((1, 1, 3), np.uint8))  # the planner's rule: >= 8 px a side
     with ros.lock:
         before = int(ros.diagnostics[-1]["rejected_images"])
-    # Camera topics are best effort: send each bad image every tick until the node has said why
-    # it skipped it.
-    for bad, why in ((wrong_encoding, "mono16"), (short_step, "step 20"), (truncated, "data has")):
+    # Camera topics are best effort: send each bad image every tick until the node reports why
+    # it rejected it.
+    cases = (wrong_encoding, "mono16"), (short_step, "step 20"), (truncated, "data has")
+    for bad, why in (*cases, (tiny, "1x1 pixels")):
         ros.malformed = bad
         try:
-            logged = lambda why=why: any(why in m for m in ros.skipped_image_logs())  # noqa: E731
-            assert wait_for(logged, 40.0), why
+            reported = lambda why=why: why in ros.diagnostics[-1]["last_rejection"]  # noqa: E731
+            assert wait_for(reported, 40.0), why
         finally:
             ros.malformed = None
-    assert wait_for(lambda: int(ros.diagnostics[-1]["rejected_images"]) >= before + 3, 40.0)
+    assert wait_for(lambda: int(ros.diagnostics[-1]["rejected_images"]) >= before + 4, 40.0)
+    assert ros.skipped_image_logs(), "no rejection logged"  # (throttled: one per 5 s)
     # Still alive and planning on the valid images.
     ros.mode_after("planning", len(ros.diagnostics))
 
@@ -270,3 +274,113 @@ def test_cpu_threads_zero_keeps_torch_default():
     assert cpu_threads(0) is None and cpu_threads(4) == 4
     with pytest.raises(ValueError, match="cpu_threads must be >= 0"):
         cpu_threads(-2)
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """A tiny saved model (with SHA256SUMS) and a copy without its record."""
+    import shutil
+
+    import world_model
+
+    folder = tmp_path_factory.mktemp("models")
+    recorded = world_model.save(world_model.build("tiny", seed=0), folder / "recorded")
+    unrecorded = Path(shutil.copytree(recorded, folder / "unrecorded"))
+    (unrecorded / "SHA256SUMS").unlink()
+    return recorded, unrecorded
+
+
+@pytest.mark.parametrize(
+    ("which", "verify", "expected"),
+    [
+        ("recorded", "strict", "sha256 verified against SHA256SUMS (strict)"),
+        ("unrecorded", True, "UNVERIFIED: no sha256 record"),
+        ("unrecorded", False, "off (verify=false)"),
+    ],
+)
+def test_checkpoint_verification_is_reported_on_diagnostics(saved_model, which, verify, expected):
+    """Defect 4: how the checkpoint was verified is on /diagnostics (not only in a log)."""
+    from planner_ros.diagnostics import format_value
+
+    recorded, unrecorded = saved_model
+    path = recorded if which == "recorded" else unrecorded
+    context = init_context(DOMAIN_ID)
+    node = GoalPlannerNode(  # in its own namespace: the module's planner reports too
+        context=context,
+        namespace="verify",
+        parameter_overrides=as_parameters(
+            {"checkpoint": str(path), "verify": verify, "device": "cpu", "rate_hz": 20.0}
+        ),
+    )
+    probe = rclpy.create_node("verify_probe", context=context)
+    seen: list[dict[str, str]] = []
+
+    def keep(msg: DiagnosticArray) -> None:
+        mine = [s for s in msg.status if s.name == "/verify/goal_planner"]
+        seen.extend({kv.key: kv.value for kv in s.values} for s in mine)
+
+    probe.create_subscription(DiagnosticArray, "/diagnostics", keep, 10)
+    try:
+        with spin_nodes(context, [node, probe]):
+            assert wait_for(lambda: any("checkpoint" in d for d in seen), 30.0)
+        report = next(d for d in seen if "checkpoint" in d)
+        assert expected in report["checkpoint"], report["checkpoint"]
+        assert report["verify"] == format_value({True: "true", False: "false"}.get(verify, verify))
+    finally:
+        node.destroy_node()
+        probe.destroy_node()
+        rclpy.shutdown(context=context)
+
+
+def test_strict_verify_refuses_an_unrecorded_checkpoint(saved_model):
+    from world_model import ChecksumError
+
+    _, unrecorded = saved_model
+    context = init_context(DOMAIN_ID)
+    try:
+        with pytest.raises(ChecksumError, match="verify='strict' refuses"):
+            GoalPlannerNode(
+                context=context,
+                parameter_overrides=as_parameters(
+                    {"checkpoint": str(unrecorded), "verify": "strict", "device": "cpu"}
+                ),
+            )
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def test_bad_start_parameters_are_one_clear_error():
+    context = init_context(DOMAIN_ID)
+    try:
+        for params, why in (
+            ({"verify": "maybe"}, "verify must be one of true, strict, false"),
+            ({"rate_hz": 0.0}, "rate_hz must be > 0"),
+            ({"device": "cuda:7"}, "no CUDA device"),
+        ):
+            with pytest.raises(ValueError, match=why):
+                GoalPlannerNode(
+                    context=context,
+                    parameter_overrides=as_parameters({"checkpoint": "state", **params}),
+                )
+    finally:
+        rclpy.shutdown(context=context)
+
+
+def test_a_goal_image_file_the_planner_would_refuse_is_refused(tmp_path):
+    """Defect 5 for files: a 4x4 goal image used to pass and then fail every planning cycle."""
+    import imageio.v3 as iio
+    from planner_ros.inputs import GoalImageError, read_goal_image
+
+    tiny = tmp_path / "tiny.png"
+    iio.imwrite(tiny, np.zeros((4, 4, 3), np.uint8))
+    with pytest.raises(GoalImageError, match="4x4 pixels"):
+        read_goal_image(str(tiny))
+    context = init_context(DOMAIN_ID)
+    try:
+        with pytest.raises(GoalImageError, match="4x4 pixels"):
+            GoalPlannerNode(
+                context=context,
+                parameter_overrides=as_parameters({"checkpoint": "state", "goal_image": str(tiny)}),
+            )
+    finally:
+        rclpy.shutdown(context=context)

@@ -168,18 +168,30 @@ def test_sim_steps_once_per_pose_and_gripper_command(ros_env):
         rclpy.shutdown(context=context)
 
 
-def test_bringup_command_line_runs_and_exits(ros_env):
+def test_bringup_command_line_runs_prints_each_plan_and_exits(ros_env, capsys):
     argv = [
         "--checkpoint=state",
-        "--set=mujoco_franka.image_size=32",
+        "--image-size=32",
+        "--seed=2",
         "--set=goal_planner.rate_hz=5",
         "--set=goal_planner.planner_overrides=[actor.samples=16, actor.elites=4]",
-        "--duration=1.5",
+        "--duration=6",
         "--ros-args",
         "--log-level",
         "warn",
     ]
-    assert bringup.main(argv) == 0
+    assert bringup.run(argv) == 0
+    plans = [line for line in capsys.readouterr().out.splitlines() if "[bringup] plan" in line]
+    assert plans, "no line per plan"
+    assert all("energy" in line and "distance" in line and " s" in line for line in plans)
+
+
+def test_bringup_refuses_a_bad_option_in_one_line(ros_env, capsys):
+    assert bringup.run(["--checkpoint=state", "--image-size=8", "--duration=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [err[0]] and "image_size must be an int" in err[0], err
+    assert bringup.run(["--verify=maybe", "--no-sim"]) == 2
+    assert "verify must be one of" in capsys.readouterr().err
 
 
 def test_bringup_defaults_come_from_the_config_files():
@@ -191,11 +203,18 @@ def test_bringup_defaults_come_from_the_config_files():
     assert set(real) == {"goal_planner"}
     assert real["goal_planner"]["checkpoint"] == "sim-small"  # never the sim-only state model
     assert real["goal_planner"]["image_topic"] == "/camera/camera/color/image_raw"
-    options, _ = bringup.parse_args(
-        ["--no-sim", "--checkpoint", "/models/mine", "--device", "cuda"]
+    assert real["goal_planner"]["verify"] == "strict"  # the real arm refuses unrecorded models
+    assert sim["goal_planner"]["verify"] is True
+    options, _, _ = bringup.parse_args(
+        ["--no-sim", "--checkpoint", "/models/mine", "--device", "cuda", "--verify", "false"]
     )
     real = bringup.node_parameters(options)["goal_planner"]
     assert (real["checkpoint"], real["device"], real["config"]) == ("/models/mine", "cuda", "icem")
+    assert real["verify"] is False
+    options, _, _ = bringup.parse_args(["--seed", "4", "--image-size", "64", "--verify", "strict"])
+    params = bringup.node_parameters(options)
+    assert (params["mujoco_franka"]["seed"], params["mujoco_franka"]["image_size"]) == (4, 64)
+    assert params["goal_planner"]["verify"] == "strict"
 
 
 def test_bringup_rejects_bad_set_options():

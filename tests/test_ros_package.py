@@ -14,7 +14,10 @@ import yaml
 
 PACKAGE = Path(__file__).resolve().parents[1] / "ros_ws" / "src" / "planner"
 LAUNCH = PACKAGE / "launch" / "franka_goal.launch.py"
-LAUNCH_ARGUMENTS = {"use_sim", "task", "goal_image", "checkpoint", "planner", "device"}
+LAUNCH_ARGUMENTS = {
+    *("use_sim", "task", "goal_image", "checkpoint", "planner", "device"),
+    *("verify", "seed", "image_size"),
+}
 
 
 def _setup_call() -> ast.Call:
@@ -71,8 +74,10 @@ def test_launch_file_is_valid_python_with_the_documented_arguments(tmp_path):
     defaults = {name: default for name, default, _ in arguments}
     assert defaults["use_sim"] == "true"
     # Unset model arguments keep the config files' values (sim-small; franka_real.yaml's on the
-    # real arm), so `use_sim:=false` alone never plans with the sim-only state model.
+    # real arm), so `use_sim:=false` alone never plans with the sim-only state model, and
+    # verifies strictly.
     assert defaults["checkpoint"] == defaults["planner"] == defaults["device"] == ""
+    assert defaults["verify"] == defaults["seed"] == defaults["image_size"] == ""
     strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)}
     assert {"goal_planner", "mujoco_franka"} <= strings  # executables of setup.py
     for config in ("goal_planner.yaml", "mujoco_franka.yaml", "franka_real.yaml"):
@@ -97,3 +102,22 @@ def test_parameter_files_name_only_declared_parameters(config, node, module):
     assert set(params) <= set(declared), set(params) - set(declared)
     if config != "franka_real":  # the full files list every parameter
         assert set(params) == set(declared)
+
+
+def test_launch_arguments_become_typed_parameters():
+    """seed:=3 and image_size:=64 reach the sim as ints, verify:=true as a bool and
+    verify:=strict as a string (the functions run without the launch package)."""
+    tree = ast.parse(LAUNCH.read_text())
+    typed = next(n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "_typed")
+    namespace: dict = {}
+    exec(compile(ast.Module(body=[typed], type_ignores=[]), str(LAUNCH), "exec"), namespace)
+    convert = namespace["_typed"]
+    assert convert("3") == 3 and convert("64") == 64
+    assert convert("true") is True and convert("False") is False
+    assert convert("strict") == "strict"
+
+
+def test_real_arm_config_verifies_strictly_and_never_resyncs():
+    real = yaml.safe_load((PACKAGE / "config" / "franka_real.yaml").read_text())
+    params = real["goal_planner"]["ros__parameters"]
+    assert params["verify"] == "strict" and params["resync_s"] == 0.0

@@ -3,6 +3,7 @@ model and planner produce (NaN, inf, huge values), the command that leaves the l
 (``SafetyFilter.target``, ``Planner.plan(...).action``, ``FrankaTableEnv.safe_target``) or the
 ROS node (the ``PoseStamped`` it publishes) is finite, no further outside the workspace box than
 the arm already is, and within one step's limits of the current state; a NaN action is hold.
+The ROS node is stricter: inside the box, and within one step of its last command too.
 
 The checks use their own numpy rotation code (not ``robots.franka``'s) as the oracle. The ROS
 e-stop latch (``~/stop`` holds until ``~/enable``) is tested in ``test_ros_goal_planner.py``."""
@@ -315,42 +316,59 @@ def snapshot(state: np.ndarray):
     )
 
 
+def within_step_of(reference: np.ndarray, command: np.ndarray, atol: float = 1e-5) -> None:
+    """``command`` [7] is within one step's limits of ``reference`` [7] (the oracle's math)."""
+    step = LIMITS.step
+    assert np.linalg.norm(command[:3] - reference[:3]) <= step.translation + atol
+    relative = rotation(command[3:6]) @ rotation(reference[3:6]).T
+    angle = np.arccos(np.clip((np.trace(relative) - 1.0) / 2.0, -1.0, 1.0))
+    assert angle <= step.rotation + 1e-5, angle
+    assert abs(command[6] - reference[6]) <= step.gripper + atol
+
+
 @given(
-    state=box_states,
+    state=states,  # some outside the box
     target=st.one_of(
         st.tuples(*[wild] * 7),
         st.tuples(*[st.floats(-0.1, 0.1)] * 7),  # near the state: some pass, some do not
     ),
     near=st.booleans(),
+    anchor_offset=st.one_of(st.none(), st.tuples(*[st.floats(-0.08, 0.08)] * 3)),
 )
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-def test_the_node_publishes_only_safe_commands(ros_node, state, target, near):
-    from planner_ros.goal_planner import unsafe_target
-    from planner_ros.runtime import wait_for
-
+def test_the_node_publishes_only_safe_commands(ros_node, state, target, near, anchor_offset):
+    """Whatever target reaches the node's last check, what it publishes (the target, a hold or
+    nothing) is finite, inside the box, and within one step of the measured pose and of the
+    last command (the anchor). (The refusal's log line is throttled: test_ros_goal_planner.)"""
     node, received = ros_node
     state = np.array(state)
     target = np.array(target) + (state if near else 0.0)
-    with received["lock"]:
-        count = len(received["poses"]) + 1
-        logs = len(received["logs"])
-    published = node._publish_target(target, snapshot(state))
+    with node._gate:
+        node._guard.release()
+        if anchor_offset is not None:  # a previous command near the arm, inside the box
+            anchor = state.copy()
+            anchor[:3] = np.clip(state[:3] + anchor_offset, LOWER, UPPER)
+            node._guard.commit(anchor, hold=False)
+        previous = node._guard.anchor
+        with received["lock"]:
+            count = len(received["poses"]) + 1
+        planned = node._command_plan(target, snapshot(state))
+        published = node._guard.anchor
+        no_hold = node._guard.hold_target(state)[0] is None
+    event("planned" if planned else ("held" if published is not previous else "nothing"))
+    if published is previous:  # nothing was sent: the target was refused and no hold is safe
+        assert not planned and no_hold
+        return
     command = published_command(received, count)
-    assert_safe_command(state, command, atol=1e-5)
     np.testing.assert_allclose(command[[0, 1, 2, 6]], published[[0, 1, 2, 6]], atol=1e-12)
-    refused = unsafe_target(target, state, LIMITS)
-    event("refused" if refused else "passed")
-    if refused:
-        assert_hold(state, command)
-
-        def logged() -> bool:
-            with received["lock"]:
-                return any("refusing to command" in log.msg for log in received["logs"][logs:])
-
-        assert wait_for(logged, 10.0), "no error logged for the refused command"
-    else:
+    assert np.isfinite(command).all()
+    assert outside_box(command[:3]) <= TOLERANCE
+    within_step_of(state, command)
+    if previous is not None:
+        within_step_of(previous, command)
+    if planned:
         np.testing.assert_allclose(command[:3], target[:3], atol=1e-12)
 
 
@@ -359,6 +377,8 @@ def test_a_broken_model_makes_the_node_hold(ros_node, state_model):
     pose, never NaN. (The planner is swapped for one on a fault-injecting model.)"""
     node, received = ros_node
     state = np.array([0.5, 0.05, 0.3, np.pi, 0.0, 0.0, 0.4])
+    with node._gate:
+        node._guard.release()  # no previous command: the hold is the measured pose
     node._planner = Planner.from_config(
         "mppi", CorruptedPredictions(state_model, np.nan, True), device="cpu", overrides=SMALL
     )

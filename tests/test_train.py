@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from toy_trajectories import write_square_trajectories
 
 import world_model
-from world_model.data import TrajectoryWriter
 from world_model.train import load_train_config, main, train
 from world_model.train_loop import Checkpointer, MetricsLog, lr_at
 from world_model.train_predictor import predictor_losses
@@ -24,19 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    """4 episodes of 8 frames (64 px): a bright square that moves with the end effector."""
-    root = tmp_path_factory.mktemp("trajectories")
-    rng = np.random.default_rng(0)
-    with TrajectoryWriter(root, episodes_per_chunk=2) as writer:
-        for _ in range(4):
-            states = np.zeros((8, 7), np.float32)
-            states[:, :3] = 0.5 + np.cumsum(rng.normal(scale=0.03, size=(8, 3)), axis=0)
-            states[:, 3] = np.pi
-            frames = np.zeros((8, 64, 64, 3), np.uint8)
-            for t, x in enumerate(((states[:, 0] - 0.3) * 100).astype(int) % 56):
-                frames[t, 20:32, x : x + 8] = 255
-            writer.add_episode(frames, states, task="reach", success=True)
-    return root
+    """4 toy episodes (``toy_trajectories``): a square that moves with the hand."""
+    return write_square_trajectories(tmp_path_factory.mktemp("trajectories"), 4)
 
 
 def config_for(name: str, data: Path, out: Path, *overrides: str):

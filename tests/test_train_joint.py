@@ -7,13 +7,12 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
+from toy_trajectories import write_square_trajectories
 
 import world_model
 from robots.config import ConfigError
-from world_model.data import TrajectoryWriter
 from world_model.regularizers import (
     RegularizerSection,
     latent_std,
@@ -28,19 +27,8 @@ STD_FLOOR = 0.03  # the tiny data's latents start at a per-dimension std of ~0.0
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    """8 episodes of 8 frames (64 px): a bright square that moves with the end effector."""
-    root = tmp_path_factory.mktemp("joint_trajectories")
-    rng = np.random.default_rng(0)
-    with TrajectoryWriter(root, episodes_per_chunk=2) as writer:
-        for _ in range(8):
-            states = np.zeros((8, 7), np.float32)
-            states[:, :3] = 0.5 + np.cumsum(rng.normal(scale=0.03, size=(8, 3)), axis=0)
-            states[:, 3] = np.pi
-            frames = np.zeros((8, 64, 64, 3), np.uint8)
-            for t, x in enumerate(((states[:, 0] - 0.3) * 100).astype(int) % 56):
-                frames[t, 20:32, x : x + 8] = 255
-            writer.add_episode(frames, states, task="reach", success=True)
-    return root
+    """8 toy episodes (``toy_trajectories``): a square that moves with the hand."""
+    return write_square_trajectories(tmp_path_factory.mktemp("joint_trajectories"), 8)
 
 
 def run_joint(data: Path, out: Path, *overrides: str) -> list[dict[str, float]]:
@@ -147,3 +135,34 @@ def test_encoder_stage_with_regularizer_logs_it(data_dir, tmp_path) -> None:
                 ],
             ),
         )
+
+
+def test_encoder_learning_rate_scale_applies_to_encoder_parameters_only() -> None:
+    model = world_model.build("tiny", seed=0)
+    config = load_train_config("joint_tiny", ["data.root=x", "joint.encoder_lr_scale=0.1"])
+    from world_model.train_joint import JointObjective
+    from world_model.train_loop import make_optimizer
+
+    objective = JointObjective(model, config.joint, config.predictor, seed=0)
+    optimizer, _ = make_optimizer(objective.module, config.optim, config.steps, objective.lr_scales)
+    encoder = {id(p) for p in model.encoder.parameters()}
+    for group in optimizer.param_groups:
+        in_encoder = {id(p) in encoder for p in group["params"]}
+        assert len(in_encoder) == 1  # a group is all encoder or all predictor
+        expected = config.optim.lr * (0.1 if in_encoder.pop() else 1.0)
+        assert group["initial_lr"] == pytest.approx(expected)
+
+
+def test_image_mode_preset_trains_on_single_frames_with_the_regularizer(data_dir, tmp_path) -> None:
+    """I-JEPA-style image mode: ``encoder_image_small`` (clip_len 1) at toy size."""
+    out = tmp_path / "image"
+    overrides = [f"data.root={data_dir}", f"out={out}", "model=tiny", "steps=2", "batch_size=4"]
+    overrides += ["encoder.predictor_dim=48", "encoder.predictor_heads=2", "checkpoint_every=2"]
+    config = load_train_config("encoder_image_small", overrides)
+    assert config.data.clip_len == 1 and config.encoder.regularizer.kind == "vc"
+    train("encoder", config)
+    trained = world_model.load(out / "model")
+    fresh = world_model.build("tiny", seed=0)
+    assert not torch.equal(
+        trained.encoder.blocks[0].attn.qkv.weight, fresh.encoder.blocks[0].attn.qkv.weight
+    )

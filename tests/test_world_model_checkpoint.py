@@ -224,11 +224,11 @@ def test_convert_round_trip(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     for key, value in original.state_dict().items():
         assert torch.equal(converted.state_dict()[key], value), key
     # refuses to overwrite unless asked, and leaves the folder intact
-    assert convert_main([str(TINY_PT), str(out), "--config", str(TINY_CONFIG)]) == 1
+    assert convert_main([str(TINY_PT), str(out), "--config", str(TINY_CONFIG)]) == 2
     assert "exists" in capsys.readouterr().err
     assert convert_main([str(out), str(out), "--overwrite"]) == 0
     assert world_model.load(out).config == original.config
-    assert convert_main([str(tmp_path / "nope.pt"), str(tmp_path / "x")]) == 1
+    assert convert_main([str(tmp_path / "nope.pt"), str(tmp_path / "x")]) == 2
     assert not (tmp_path / "x").exists()
 
 
@@ -259,7 +259,9 @@ def saved(tmp_path: Path) -> Path:
 def test_bundled_card_lists_every_file_with_its_hash() -> None:
     folder = CHECKPOINT_DIR / "sim-small"
     hashes = read_card(folder / "MODEL_CARD.md")
-    assert sorted(hashes) == ["config.json", "model.safetensors"]
+    records = ("MODEL_CARD.md", "SHA256SUMS")
+    files = sorted(path.name for path in folder.iterdir() if path.name not in records)
+    assert sorted(hashes) == files == ["config.json", "model.safetensors", "policy.safetensors"]
     for name, expected in hashes.items():
         assert sha256_file(folder / name) == expected, name
 
@@ -346,7 +348,7 @@ def test_convert_cli_verifies_and_has_an_opt_out(
     saved: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     _flip_last_byte(saved / "model.safetensors")
-    assert convert_main([str(saved), str(tmp_path / "a")]) == 1
+    assert convert_main([str(saved), str(tmp_path / "a")]) == 2
     assert "sha256 mismatch" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()
     assert convert_main([str(saved), str(tmp_path / "b"), "--no-verify"]) == 0

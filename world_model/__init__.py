@@ -4,6 +4,7 @@ model spec (``resolve_model``: "state", "random:<preset>", a path or a bundled n
 
 from world_model.checkpoint import load, save
 from world_model.config import EncoderConfig, PredictorConfig, WorldModelConfig
+from world_model.devices import DeviceError, resolve_device
 from world_model.errors import (
     AssumedSizesWarning,
     CheckpointError,
@@ -11,6 +12,7 @@ from world_model.errors import (
     CheckpointNotFoundError,
     ChecksumError,
     ImageError,
+    ImageResizeWarning,
     InputShapeError,
     ModelSpecError,
     NoCriticError,
@@ -27,8 +29,10 @@ __all__ = [
     "CheckpointKeyError",
     "CheckpointNotFoundError",
     "ChecksumError",
+    "DeviceError",
     "EncoderConfig",
     "ImageError",
+    "ImageResizeWarning",
     "InputShapeError",
     "ModelSpecError",
     "NoCriticError",
@@ -39,6 +43,7 @@ __all__ = [
     "WorldModelError",
     "build",
     "load",
+    "resolve_device",
     "resolve_model",
     "save",
 ]

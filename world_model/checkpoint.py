@@ -25,6 +25,7 @@ from robots.config import ConfigError
 from world_model.checksums import SUMS_FILE, Verify, check_verify_arg, verify_file, verify_folder
 from world_model.checksums import write_sums as write_checksums
 from world_model.config import WorldModelConfig, config_from_dict
+from world_model.devices import resolve_device
 from world_model.errors import (
     AssumedSizesWarning,
     CheckpointError,
@@ -346,9 +347,11 @@ def load(
 
     Raises:
         CheckpointNotFoundError; CheckpointError (ChecksumError, CheckpointKeyError) naming
-        the file, key or field at fault. Nothing is loaded when a check fails.
+        the file, key or field at fault; DeviceError for a device this machine does not have.
+        Nothing is loaded when a check fails.
     """
     check_verify_arg(verify)
+    device = resolve_device(device)  # before reading anything: a missing CUDA is one line
     path = find_checkpoint(path_or_name)
     if path.is_dir():
         folder_config, state = read_folder(path, verify)

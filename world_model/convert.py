@@ -3,17 +3,17 @@ format (``model.safetensors`` + ``config.json``), checked by a strict load on th
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 from world_model.checkpoint import load, save
+from world_model.console import CommandLineParser
 from world_model.errors import CheckpointError, CheckpointNotFoundError
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Convert; returns 0 on success, 1 (with a message on stderr) on a bad checkpoint."""
-    parser = argparse.ArgumentParser(
-        prog="jepa-mpc convert-checkpoint",
+    """Convert; returns 0 on success, 2 (one line on stderr) on a bad checkpoint or config."""
+    parser = CommandLineParser(
+        "jepa-mpc convert-checkpoint",
         description="Convert an official V-JEPA 2-AC .pt into model.safetensors + config.json.",
     )
     parser.add_argument("checkpoint", help="official .pt (or a converted folder)")
@@ -29,9 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model = load(args.checkpoint, config=args.config, verify=not args.no_verify)
         out = save(model, args.out_dir, overwrite=args.overwrite)
-    except (CheckpointError, CheckpointNotFoundError, FileExistsError) as error:
-        print(f"convert-checkpoint: {error}", file=sys.stderr)
-        return 1
+    except (CheckpointError, CheckpointNotFoundError, FileExistsError, ValueError) as error:
+        print(f"jepa-mpc convert-checkpoint: error: {error}", file=sys.stderr)
+        return 2
     params = sum(p.numel() for p in model.parameters())
     print(f"wrote {out} ({params / 1e6:.2f} M parameters)")
     return 0

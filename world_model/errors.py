@@ -48,5 +48,11 @@ class AssumedSizesWarning(UserWarning):
     are not recorded in the file, so the defaults of the released models were assumed."""
 
 
+class ImageResizeWarning(UserWarning):
+    """Images that the world model must crop or resize to its input size (``img_size``
+    square): a camera at another size, a goal from another camera, training frames collected
+    at another size. Said once per cause, with how to avoid it."""
+
+
 class CheckpointNotFoundError(FileNotFoundError):
     """No checkpoint at the given path, and no bundled checkpoint of that name."""

@@ -14,6 +14,7 @@ from robots.config import ConfigError
 from robots.franka import rollout_states
 from world_model.config import WorldModelConfig, load_model_config
 from world_model.critic import Critic, init_critic
+from world_model.devices import resolve_device
 from world_model.encoder import VideoEncoder, layer_norm_latents, preprocess_images
 from world_model.errors import InputShapeError, NoCriticError, NoReadoutError
 from world_model.layers import init_weights
@@ -27,6 +28,8 @@ class WorldModel(nn.Module):
     Attributes:
         config: the sizes. num_patches: tokens per frame (N). latent_dim: encoder width (D).
         autocast_dtype: dtype of the hot path; None means bf16 on CUDA, float32 on CPU.
+        compiled_step: the predictor's per-frame step through ``torch.compile`` (set by
+            ``compile_rollout``), or None (eager).
     """
 
     def __init__(self, config: WorldModelConfig) -> None:
@@ -40,6 +43,8 @@ class WorldModel(nn.Module):
         self.readout = StateReadout(config) if config.readout.enabled else None
         self.critic = Critic(config) if config.critic.enabled else None
         self.autocast_dtype: torch.dtype | None = None
+        self.compiled_step = None
+        self._graph_mode = False
 
     @property
     def device(self) -> torch.device:
@@ -154,6 +159,19 @@ class WorldModel(nn.Module):
             raise InputShapeError(f"latents must be [B, {n}, {d}], got {tuple(latents.shape)}")
         return self.readout(latents.to(self.device, torch.float32))
 
+    def compile_rollout(self, mode: str | None = None, backend: str = "inductor") -> None:
+        """Run the predictor's per-frame step through ``torch.compile`` from now on (fixed
+        shapes: each rollout batch is padded up to ``rollout_bucket``, so a handful of graphs
+        serve every population size). ``mode="reduce-overhead"`` also captures CUDA graphs.
+        Whether it pays is measured, not assumed: ``scripts/gpu_bench.sh``, docs/benchmark.md.
+        """
+        # Population sizes vary (iCEM decays); after the first recompile dynamo makes the batch
+        # dimension dynamic, but step 0 and later steps (with a KV cache) are separate graphs.
+        limit = torch._dynamo.config.recompile_limit
+        torch._dynamo.config.recompile_limit = max(limit, 32)
+        self.compiled_step = torch.compile(self.predictor.step, mode=mode, backend=backend)
+        self._graph_mode = mode == "reduce-overhead"
+
     def _check_rollout_inputs(self, z0, s0, actions) -> int:
         """Validate shapes; returns the batch size (inputs with batch 1 broadcast)."""
         n, d, k = self.num_patches, self.latent_dim, self.state_dim
@@ -190,9 +208,14 @@ class WorldModel(nn.Module):
             [B, H, N, D] float32 layer-normed predicted latents of frames 1..H.
         """
         batch = self._check_rollout_inputs(z0, s0, actions)
-        latent = z0.to(self.device, torch.float32).expand(batch, -1, -1)
-        state = s0.to(self.device, torch.float32).expand(batch, -1)
-        actions = actions.to(self.device, torch.float32).expand(batch, -1, -1)
+        step_fn, padded = self.predictor.step, batch
+        if self.compiled_step is not None:
+            step_fn, padded = self.compiled_step, rollout_bucket(batch)
+            if self._graph_mode:
+                torch.compiler.cudagraph_mark_step_begin()
+        latent = pad_batch(z0.to(self.device, torch.float32), padded)
+        state = pad_batch(s0.to(self.device, torch.float32), padded)
+        actions = pad_batch(actions.to(self.device, torch.float32), padded)
         # States do not depend on the latents: integrate them up front, in float32 (outside
         # autocast, so that bf16 never touches the rotation matrices).
         states = state[:, None]
@@ -201,11 +224,9 @@ class WorldModel(nn.Module):
         predictions, cache = [], None
         with self._autocast():
             for step in range(actions.shape[1]):
-                raw, cache = self.predictor.step(
-                    latent, actions[:, step], states[:, step], step, cache
-                )
+                raw, cache = step_fn(latent, actions[:, step], states[:, step], step, cache)
                 latent = layer_norm_latents(raw.float())
-                predictions.append(latent)
+                predictions.append(latent[:batch])
         return torch.stack(predictions, dim=1)
 
     def predict(
@@ -221,6 +242,21 @@ class WorldModel(nn.Module):
         """
         with self._autocast():
             return self.predictor(latents, actions, states).float()
+
+
+def rollout_bucket(batch: int) -> int:
+    """The batch a compiled rollout runs at: the next power of two, at least 8."""
+    return max(8, 1 << (batch - 1).bit_length())
+
+
+def pad_batch(tensor: torch.Tensor, size: int) -> torch.Tensor:
+    """[1 or B, ...] -> [size, ...] (size >= B): a batch of 1 is broadcast, a batch of B gets
+    size - B zero rows (a compiled rollout's padding; their predictions are dropped)."""
+    if tensor.shape[0] == size:
+        return tensor
+    if tensor.shape[0] == 1:
+        return tensor.expand(size, *tensor.shape[1:])
+    return torch.cat((tensor, tensor.new_zeros(size - tensor.shape[0], *tensor.shape[1:])))
 
 
 def resolve_config(config_or_preset: str | Path | WorldModelConfig) -> WorldModelConfig:
@@ -258,6 +294,7 @@ def build(
         seed: if given, seeds torch's global RNG before the initialisation.
     """
     config = resolve_config(config_or_preset)
+    device = resolve_device(device)  # a missing CUDA device: one clear DeviceError
     if seed is not None:
         torch.manual_seed(seed)
     with torch.device(device):

@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 
 from robots.config import CONFIG_DIR
-from world_model.checkpoint import load
+from world_model.checkpoint import find_checkpoint, load
 from world_model.checksums import Verify
+from world_model.config import load_model_config
 from world_model.errors import CheckpointNotFoundError, ModelSpecError
 from world_model.model import WorldModel, build
 from world_model.state_model import StateWorldModel
@@ -53,13 +54,7 @@ def resolve_model(
         FileNotFoundError: ``random:<preset>`` with an unknown preset (lists the known ones).
         CheckpointError: a checkpoint that fails its checks.
     """
-    if not isinstance(spec, str | Path):
-        raise ModelSpecError(
-            f"a model spec is a string ({MODEL_SPEC_HELP}), got {type(spec).__name__}"
-        )
-    text = str(spec).strip()
-    if not text:
-        raise ModelSpecError(f"empty model spec; give {MODEL_SPEC_HELP}")
+    text = _spec_text(spec)
     if text == STATE:
         return StateWorldModel().to(device).eval()
     if text.startswith(RANDOM_PREFIX):
@@ -68,9 +63,46 @@ def resolve_model(
     try:
         return load(path, config=preset or None, device=device, verify=verify)
     except CheckpointNotFoundError as error:
-        if (CONFIG_DIR / "model" / f"{path}.yaml").is_file():
-            raise CheckpointNotFoundError(
-                f"{error}; {path!r} is a model preset: write {RANDOM_PREFIX}{path} for an "
-                "untrained model of its sizes"
-            ) from None
-        raise
+        raise _with_preset_hint(error, path) from None
+
+
+def check_model_spec(spec: str | Path) -> None:
+    """Raise what ``resolve_model(spec)`` would for a spec that names nothing (empty, an
+    unknown preset, no checkpoint there), without loading anything: a quick check before
+    starting nodes or long jobs. A checkpoint that exists is not read (its checks come at
+    loading)."""
+    text = _spec_text(spec)
+    if text == STATE:
+        return
+    if text.startswith(RANDOM_PREFIX):
+        load_model_config(text.removeprefix(RANDOM_PREFIX))
+        return
+    path, _, preset = text.partition("#")
+    try:
+        find_checkpoint(path)
+    except CheckpointNotFoundError as error:
+        raise _with_preset_hint(error, path) from None
+    if preset:
+        load_model_config(preset)
+
+
+def _spec_text(spec: str | Path) -> str:
+    """The spec as stripped text; ModelSpecError for an empty one or another type."""
+    if not isinstance(spec, str | Path):
+        raise ModelSpecError(
+            f"a model spec is a string ({MODEL_SPEC_HELP}), got {type(spec).__name__}"
+        )
+    text = str(spec).strip()
+    if not text:
+        raise ModelSpecError(f"empty model spec; give {MODEL_SPEC_HELP}")
+    return text
+
+
+def _with_preset_hint(error: CheckpointNotFoundError, path: str) -> CheckpointNotFoundError:
+    """``error``, saying how to ask for an untrained model when ``path`` is a preset name."""
+    if (CONFIG_DIR / "model" / f"{path}.yaml").is_file():
+        return CheckpointNotFoundError(
+            f"{error}; {path!r} is a model preset: write {RANDOM_PREFIX}{path} for an "
+            "untrained model of its sizes"
+        )
+    return error

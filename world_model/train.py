@@ -6,12 +6,12 @@ frozen model, on a trajectory dataset; single process or ``torchrun`` DDP, resum
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -23,9 +23,11 @@ from tqdm import tqdm
 from robots.config import ConfigError, load_config
 from world_model.checkpoint import load as load_model
 from world_model.checkpoint import save as save_model
+from world_model.console import CommandLineParser, device_option
 from world_model.data import DatasetError, DatasetNotFoundError, TrajectoryDataset
 from world_model.data.lerobot import LeRobotReader, is_lerobot_dataset
-from world_model.errors import CheckpointError, CheckpointNotFoundError
+from world_model.devices import DeviceError
+from world_model.errors import CheckpointError, CheckpointNotFoundError, ImageResizeWarning
 from world_model.files import write_json
 from world_model.model import WorldModel, build
 from world_model.regularizers import REGULARIZERS, RegularizerSection
@@ -174,6 +176,24 @@ def dataset_source(data: DataSection, img_size: int):
     )
 
 
+def note_frame_size(reader, img_size: int) -> None:
+    """Say once (``ImageResizeWarning``) when a native dataset's frames are not the model's
+    input size: every frame is then resized on every step, and upsampled frames only blur."""
+    meta = getattr(reader, "meta", None)
+    size = meta.get("image_size") if isinstance(meta, dict) else None
+    if not size or tuple(size) == (img_size, img_size):
+        return
+    height, width = size
+    change = "upsampled" if min(height, width) < img_size else "downsampled"
+    warnings.warn(
+        f"the dataset's frames are {height}x{width} and the model takes {img_size}x{img_size}: "
+        f"every frame is {change} ({img_size / min(height, width):.2g}x) on every step; "
+        f"record at the model's size (jepa-mpc collect --image-size {img_size})",
+        ImageResizeWarning,
+        stacklevel=2,
+    )
+
+
 def autocast_for(config: TrainConfig, device: torch.device):
     """A factory of autocast contexts: bf16 on CUDA ("auto"/"bf16"), none in fp32."""
     use_bf16 = config.precision == "bf16" or (config.precision == "auto" and device.type == "cuda")
@@ -220,7 +240,8 @@ def train(stage: str, config: TrainConfig) -> Path:
     if info.world_size > 1:
         ids = [info.device.index] if info.device.type == "cuda" else None
         module = DistributedDataParallel(module, device_ids=ids)
-    optimizer, schedule = make_optimizer(objective.module, config.optim, config.steps)
+    lr_scales = getattr(objective, "lr_scales", None)
+    optimizer, schedule = make_optimizer(objective.module, config.optim, config.steps, lr_scales)
     checkpoints = Checkpointer(out, config.keep_checkpoints)
     start = 0
     state = checkpoints.load_latest(info.device)
@@ -232,6 +253,8 @@ def train(stage: str, config: TrainConfig) -> Path:
         set_rng_state(state["rng"])
         start = int(state["step"])
     dataset = make_dataset(stage, config, model, objective, info, start)
+    if info.is_main and stage != "critic":
+        note_frame_size(dataset.reader, model.config.img_size)
     loader = DataLoader(
         dataset,
         batch_size=None,
@@ -331,15 +354,18 @@ def run_steps(stage, config, info, objective, module, optimizer, schedule, loade
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``jepa-mpc train``; 0 on success, 2 on a bad config / data / model."""
-    parser = argparse.ArgumentParser(prog="jepa-mpc train", description=__doc__)
+    """Entry point of ``jepa-mpc train``; 0 on success, 2 on a bad config, dataset, model or
+    device."""
+    parser = CommandLineParser("jepa-mpc train", description=__doc__)
     parser.add_argument("stage", choices=STAGES, help="what to train")
     parser.add_argument("--config", required=True, help="configs/train/<name>.yaml or a path")
     parser.add_argument("--data", help="dataset folder (overrides data.root)")
     parser.add_argument("--out", help="run folder (overrides out); resumed if it has checkpoints")
     parser.add_argument("--init", help="checkpoint to start from (overrides init)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1 or auto (overrides device)")
-    parser.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. steps=100")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="config overrides, e.g. steps=100"
+    )
     args = parser.parse_intermixed_args(argv)
     overrides = list(args.overrides)
     for key, value in (
@@ -352,6 +378,8 @@ def main(argv: list[str] | None = None) -> int:
             overrides.append(f"{key}={json.dumps(value)}")
     try:
         config = load_train_config(args.config, overrides)
+        if config.device != "auto":
+            device_option(config.device)  # one line now, not a traceback from torch later
         model_dir = train(args.stage, config)
     except (
         ConfigError,
@@ -359,6 +387,7 @@ def main(argv: list[str] | None = None) -> int:
         DatasetNotFoundError,
         CheckpointError,
         CheckpointNotFoundError,
+        DeviceError,
         FileNotFoundError,
     ) as error:
         print(f"jepa-mpc train: error: {error}", file=sys.stderr)

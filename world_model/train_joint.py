@@ -18,17 +18,19 @@ from torch import nn
 from world_model.encoder import layer_norm_latents, preprocess_images
 from world_model.model import WorldModel
 from world_model.regularizers import RegularizerSection, latent_std, regularizer
-from world_model.train_predictor import predictor_losses
+from world_model.train_predictor import SupervisedObjective, predictor_losses
 from world_model.train_readout import readout_errors
 
 
 @dataclass
 class JointSection:
     """End-to-end training: the regulariser, whether targets carry gradients (LeWorldModel:
-    yes, no EMA, no stop-gradient), and the weight of the state readout loss (0 = none)."""
+    yes, no EMA, no stop-gradient), the encoder's learning rate relative to the predictor's,
+    and the weight of the state readout loss (0 = none; its gripper part weighted apart)."""
 
     regularizer: RegularizerSection = field(default_factory=RegularizerSection)
     target_gradients: bool = True
+    encoder_lr_scale: float = 1.0
     readout_weight: float = 0.0
     gripper_readout_weight: float = 1.0
 
@@ -63,7 +65,7 @@ class JointModel(nn.Module):
         return images, terms, errors
 
 
-class JointObjective:
+class JointObjective(SupervisedObjective):
     """Training state of the joint stage; the train loop calls its hooks."""
 
     metric_names = ("loss", "teacher_forcing", "rollout", "regularizer", "readout", "latent_std")
@@ -82,6 +84,7 @@ class JointObjective:
             trained = config.readout_weight > 0
             model.readout.train(trained).requires_grad_(trained)
         self.module = JointModel(model)
+        self.lr_scales = {"encoder.": config.encoder_lr_scale}
         self._generator = torch.Generator()
 
     def losses(self, module: nn.Module, batch: dict, autocast) -> dict[str, torch.Tensor]:
@@ -117,15 +120,3 @@ class JointObjective:
         """Seed this step's SIGReg directions from (seed, step): a resumed run draws the same."""
         state = np.random.SeedSequence([self.seed, step]).generate_state(1)[0]
         self._generator = torch.Generator().manual_seed(int(state))
-
-    def end_step(self, step: int) -> None:
-        """Nothing to do (no EMA: the regulariser prevents collapse)."""
-
-    def extra_state(self) -> dict[str, dict]:
-        return {}
-
-    def load_extra_state(self, state: dict[str, dict]) -> None:
-        """Nothing beyond the module's weights."""
-
-    def final_model(self) -> WorldModel:
-        return self.model

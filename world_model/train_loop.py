@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from world_model.devices import resolve_device
 from world_model.files import atomic_write, pyplot, save_figure, write_text
 
 CHECKPOINT_RE = re.compile(r"step-(\d+)\.pt$")
@@ -42,13 +43,19 @@ class Dist:
 def setup_distributed(device: str = "auto") -> Dist:
     """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK; join the process group when
     WORLD_SIZE > 1 (NCCL on CUDA, gloo on CPU). ``device`` "auto" = cuda:LOCAL_RANK if CUDA
-    is available, else cpu."""
+    is available, else cpu; "cuda" = cuda:LOCAL_RANK.
+
+    Raises:
+        DeviceError: a device this machine does not have.
+    """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "auto":
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    target = torch.device(device)
+    target = resolve_device(device)
+    if target.type == "cuda" and target.index is None:  # "cuda": this process's GPU
+        target = torch.device("cuda", local_rank)
     if target.type == "cuda":
         torch.cuda.set_device(target)
     if world_size > 1 and not dist.is_initialized():
@@ -78,17 +85,29 @@ def lr_at(step: int, optim, total_steps: int) -> float:
 
 
 def make_optimizer(
-    module: nn.Module, optim, total_steps: int
+    module: nn.Module, optim, total_steps: int, lr_scales: dict[str, float] | None = None
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW (no weight decay on biases, norms and 1-D parameters) and its schedule."""
-    decay, no_decay = [], []
-    for param in module.parameters():
+    """AdamW (no weight decay on biases, norms and 1-D parameters) and its schedule.
+
+    ``lr_scales`` maps a parameter-name prefix (e.g. ``"encoder."``) to a factor on the
+    learning rate of the parameters under it (the schedule's shape is shared)."""
+    lr_scales = lr_scales or {}
+    groups: dict[tuple[float, bool], list[nn.Parameter]] = {}
+    for name, param in module.named_parameters():
         if param.requires_grad:
-            (no_decay if param.ndim <= 1 or param.shape[0] == 1 else decay).append(param)
+            scale = next((f for p, f in lr_scales.items() if name.startswith(p)), 1.0)
+            decays = not (param.ndim <= 1 or param.shape[0] == 1)
+            groups.setdefault((scale, decays), []).append(param)
     optimizer = torch.optim.AdamW(
         [
-            {"params": decay, "weight_decay": optim.weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
+            {
+                "params": params,
+                "lr": optim.lr * scale,
+                "weight_decay": optim.weight_decay if decays else 0.0,
+            }
+            for (scale, decays), params in sorted(
+                groups.items(), key=lambda kv: (-kv[0][0], not kv[0][1])
+            )
         ],
         lr=optim.lr,
         betas=tuple(optim.betas),

@@ -6,6 +6,7 @@ from typing import Protocol
 
 import torch
 
+from planner.actors.amortised import Amortised
 from planner.actors.base import ActionSpace, ActorResult, Problem
 from planner.actors.cem import CEM
 from planner.actors.cem_gd import CEMThenGradient
@@ -13,6 +14,7 @@ from planner.actors.gd import GradientDescent
 from planner.actors.icem import ICEM
 from planner.actors.mppi import MPPI
 from planner.config import ActorConfig
+from planner.protocol import LatentWorldModel
 
 
 class Actor(Protocol):
@@ -29,11 +31,17 @@ ACTOR_CLASSES = {
     "gd": GradientDescent,
     "cem+gd": CEMThenGradient,
     "mppi": MPPI,
+    "amortised": Amortised,
 }
 
 
-def make_actor(config: ActorConfig, space: ActionSpace) -> Actor:
-    """The actor named by ``config.name`` (see ``planner.config.ACTORS``)."""
+def make_actor(
+    config: ActorConfig, space: ActionSpace, world_model: LatentWorldModel | None = None
+) -> Actor:
+    """The actor named by ``config.name`` (see ``planner.config.ACTORS``); ``world_model``
+    lets an actor that carries learned parts (``amortised``) check that they fit it."""
+    if config.name == "amortised":
+        return ACTOR_CLASSES["amortised"](config, space, world_model)
     return ACTOR_CLASSES[config.name](config, space)
 
 

@@ -204,6 +204,15 @@ def project_l1_ball(vectors: torch.Tensor, radius: float) -> torch.Tensor:
     return torch.where(inside, vectors, projected)
 
 
+def snap_gripper(actions: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Actions [..., 7] with |Δgripper| < ``threshold`` set to 0 (unchanged when it is 0)."""
+    if threshold <= 0:
+        return actions
+    gripper = actions[..., GRIPPER : GRIPPER + 1]
+    gripper = torch.where(gripper.abs() < threshold, 0.0, gripper)
+    return torch.cat((actions[..., :GRIPPER], gripper), dim=-1)
+
+
 class ActionSpace:
     """The box (and optional L1 ball) actions live in; dimensions with bound 0 are held at 0."""
 
@@ -224,11 +233,12 @@ class ActionSpace:
         if self.bounds.translation_l1 is not None:
             translation = project_l1_ball(actions[..., POS], self.bounds.translation_l1)
             actions = torch.cat((translation, actions[..., 3:]), dim=-1)
-        if self.bounds.gripper_snap > 0:
-            gripper = actions[..., GRIPPER : GRIPPER + 1]
-            gripper = torch.where(gripper.abs() < self.bounds.gripper_snap, 0.0, gripper)
-            actions = torch.cat((actions[..., :GRIPPER], gripper), dim=-1)
-        return actions
+        return snap_gripper(actions, self.bounds.gripper_snap)
+
+    def finish(self, actions: torch.Tensor) -> torch.Tensor:
+        """The plan an actor returns, [..., 7]: ``project``ed, then the gripper changes below
+        ``bounds.final_gripper_snap`` set to 0 (the release snaps only its final mean)."""
+        return snap_gripper(self.project(actions), self.bounds.final_gripper_snap)
 
     def initial_std(self, config: ActorConfig) -> torch.Tensor:
         """[7] sampling std at the start of a plan, 0 on dimensions that are not searched."""
@@ -267,18 +277,54 @@ def gaussian(
     return mean + std * noise
 
 
-def pick_final(
-    final: str, mean: torch.Tensor, best_actions: torch.Tensor, problem: Problem
+def elite_moments(elites: torch.Tensor, unbiased: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and std [H, 7] of elites [K, H, 7]; the std divides by K - 1 when ``unbiased``
+    (the release's ``torch.std``), else by K."""
+    return elites.mean(dim=0), elites.std(dim=0, unbiased=unbiased)
+
+
+def refit(
+    space: ActionSpace,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    fitted_mean: torch.Tensor,
+    fitted_std: torch.Tensor,
+    config: ActorConfig,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The sequence an actor returns and its energy: the mean (scored once more) or the best.
+    """The momentum refit every sampling actor shares (CEM, iCEM, MPPI, the release):
+    new = momentum * old + (1 - momentum) * fitted, for the mean and the std; the std of
+    searched dimensions is then floored at ``config.min_std`` (unsearched ones stay 0).
 
     Args:
-        final: "mean" or "best". mean, best_actions: [H, 7] (already inside the bounds).
+        mean, std: [H, 7] the current sampling distribution. fitted_mean, fitted_std: [H, 7]
+            what the iteration's elites (or weights) fitted. config: momentum and min_std.
+
+    Returns:
+        (mean [H, 7], std [H, 7]) to sample the next iteration from.
+    """
+    keep = config.momentum
+    new_mean = keep * mean + (1 - keep) * fitted_mean
+    new_std = space.clamp_std(keep * std + (1 - keep) * fitted_std, config.min_std)
+    return new_mean, new_std
+
+
+def pick_final(
+    final: str,
+    mean: torch.Tensor,
+    best_actions: torch.Tensor,
+    problem: Problem,
+    space: ActionSpace,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The sequence an actor returns and its energy: the mean or the best sequence seen,
+    through ``space.finish`` (bounds, final gripper snap), scored once more.
+
+    Args:
+        final: "mean" or "best". mean, best_actions: [H, 7].
 
     Returns:
         ([H, 7] actions, [] energy).
     """
-    actions = mean if final == "mean" else best_actions
+    actions = space.finish(mean if final == "mean" else best_actions)
     with torch.no_grad():
         energy = problem.evaluate(actions.unsqueeze(0))[0]
     return actions, energy

@@ -9,9 +9,11 @@ from planner.actors.base import (
     ActionSpace,
     ActorResult,
     Problem,
+    elite_moments,
     gaussian,
     keep_best,
     pick_final,
+    refit,
     shift,
 )
 from planner.config import ActorConfig
@@ -20,10 +22,13 @@ from planner.config import ActorConfig
 class CEM:
     """CEM over [H, 7] action sequences.
 
-    Reads: horizon, samples, iterations, elites, momentum, init_std_*, min_std, final,
-    warm_start. The mean starts at 0 (or the previous plan shifted by one step when
-    ``warm_start``); the std at ``init_std_*``; each refit is blended with the previous
-    value by ``momentum`` (release: 0.15).
+    Reads: horizon, samples, iterations, elites, momentum, init_std_*, min_std,
+    unbiased_std, final, warm_start. The mean starts at 0 (or the previous plan shifted by one
+    step when ``warm_start``); the std at ``init_std_*``; each iteration samples, projects into
+    the bounds, scores, keeps the top-K and refits (``refit``: blended with the previous value
+    by ``momentum``, release 0.15). The returned plan goes through ``ActionSpace.finish``.
+    With ``configs/planner/cem_release.yaml`` this is the release's update rule exactly
+    (``tests/test_cem_release.py`` pins it).
     """
 
     def __init__(self, config: ActorConfig, space: ActionSpace) -> None:
@@ -61,10 +66,9 @@ class CEM:
             actions = space.project(gaussian(mean, std, cfg.samples, generator))  # [S, H, 7]
             energy = problem.evaluate(actions)  # [S]
             elites = actions[torch.topk(energy, cfg.elites, largest=False).indices]  # [K, H, 7]
-            mean = cfg.momentum * mean + (1 - cfg.momentum) * elites.mean(dim=0)
-            elite_std = elites.std(dim=0, unbiased=False)
-            std = space.clamp_std(cfg.momentum * std + (1 - cfg.momentum) * elite_std, cfg.min_std)
+            fitted_mean, fitted_std = elite_moments(elites, cfg.unbiased_std)
+            mean, std = refit(space, mean, std, fitted_mean, fitted_std, cfg)
             best_actions, best_energy = keep_best(best_actions, best_energy, actions, energy)
-        actions, energy = pick_final(cfg.final, space.project(mean), best_actions, problem)
+        actions, energy = pick_final(cfg.final, mean, best_actions, problem, space)
         self._prev_mean = actions
         return ActorResult(actions=actions, energy=energy, elites=elites)

@@ -31,6 +31,6 @@ class CEMThenGradient:
             problem, self.space, start, self.config.steps, self.config.learning_rate
         )
         # Refinement never returns something worse than the CEM plan (it is restart 0).
-        actions, energy = pick_final("best", best, best, problem)
+        actions, energy = pick_final("best", best, best, problem, self.space)
         self.cem.remember(actions)
         return ActorResult(actions=actions, energy=energy, elites=sampled.elites)

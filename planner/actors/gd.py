@@ -77,6 +77,6 @@ class GradientDescent:
         others = self.space.uniform((cfg.restarts - 1, cfg.horizon), generator)
         start = torch.cat((first, others))  # [R, H, 7]
         best, _ = gradient_refine(problem, self.space, start, cfg.steps, cfg.learning_rate)
-        actions, energy = pick_final("best", best, best, problem)
+        actions, energy = pick_final("best", best, best, problem, self.space)
         self._prev_plan = actions
         return ActorResult(actions=actions, energy=energy)

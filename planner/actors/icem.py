@@ -4,10 +4,20 @@ every iteration, elites carried across iterations and control steps, and a shift
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
-from planner.actors.base import ActionSpace, ActorResult, Problem, keep_best, pick_final, shift
+from planner.actors.base import (
+    ActionSpace,
+    ActorResult,
+    Problem,
+    elite_moments,
+    keep_best,
+    pick_final,
+    refit,
+    shift,
+)
 from planner.config import ActorConfig
 
 
@@ -55,11 +65,82 @@ def population_sizes(config: ActorConfig) -> list[int]:
     ]
 
 
+@dataclass
+class Search:
+    """iCEM's state inside one plan.
+
+    Attributes:
+        mean, std: [H, 7] the sampling distribution.
+        carried, carried_energy: [kept, H, 7] elites carried to the next iteration, [kept].
+        best_actions, best_energy: [H, 7] the best sequence scored so far, [] its energy.
+        elites: [K, H, 7] the last iteration's elites.
+    """
+
+    mean: torch.Tensor
+    std: torch.Tensor
+    carried: torch.Tensor
+    carried_energy: torch.Tensor
+    best_actions: torch.Tensor
+    best_energy: torch.Tensor
+    elites: torch.Tensor
+
+    @classmethod
+    def start(
+        cls, mean: torch.Tensor, std: torch.Tensor, carried: torch.Tensor, energy: torch.Tensor
+    ) -> Search:
+        """A search around ``mean``/``std`` that already holds the scored ``carried`` [k, H, 7]
+        with energies ``energy`` [k] (k may be 0)."""
+        best_actions, best_energy = mean, torch.tensor(float("inf"), device=mean.device)
+        if len(carried):
+            best_actions, best_energy = keep_best(best_actions, best_energy, carried, energy)
+        return cls(mean, std, carried, energy, best_actions, best_energy, mean.unsqueeze(0))
+
+
+def iterate(
+    problem: Problem,
+    space: ActionSpace,
+    config: ActorConfig,
+    sizes: list[int],
+    search: Search,
+    generator: torch.Generator,
+) -> Search:
+    """iCEM iterations: one per entry of ``sizes`` (new samples drawn), from ``search``.
+
+    Each samples coloured noise around the mean, scores it (the mean joins the last
+    population), ranks it together with the carried elites, keeps the top ``config.elites``
+    (the first ``keep_elites`` of them carried on) and refits mean and std (``refit``).
+    """
+    cfg, device = config, search.mean.device
+    kept = round(cfg.keep_elites * cfg.elites)
+    mean, std, carried, carried_energy = (
+        search.mean,
+        search.std,
+        search.carried,
+        search.carried_energy,
+    )
+    best_actions, best_energy, elites = search.best_actions, search.best_energy, search.elites
+    for iteration, size in enumerate(sizes):
+        noise = colored_noise(size, cfg.horizon, cfg.noise_beta, generator, device)
+        actions = space.project(mean + std * noise)
+        if iteration == len(sizes) - 1:
+            actions = torch.cat((actions, space.project(mean).unsqueeze(0)))
+        energy = problem.evaluate(actions)
+        actions = torch.cat((actions, carried))
+        energy = torch.cat((energy, carried_energy))
+        order = torch.topk(energy, min(cfg.elites, len(energy)), largest=False).indices
+        elites, elite_energy = actions[order], energy[order]  # [K, H, 7], [K]
+        carried, carried_energy = elites[:kept], elite_energy[:kept]
+        fitted_mean, fitted_std = elite_moments(elites, cfg.unbiased_std)
+        mean, std = refit(space, mean, std, fitted_mean, fitted_std, cfg)
+        best_actions, best_energy = keep_best(best_actions, best_energy, actions, energy)
+    return Search(mean, std, carried, carried_energy, best_actions, best_energy, elites)
+
+
 class ICEM:
     """iCEM over [H, 7] action sequences.
 
-    Reads: horizon, samples, iterations, elites, momentum, init_std_*, min_std, final,
-    warm_start, noise_beta, population_decay, keep_elites. Population sizes follow
+    Reads: horizon, samples, iterations, elites, momentum, init_std_*, min_std, unbiased_std,
+    final, warm_start, noise_beta, population_decay, keep_elites. Population sizes follow
     ``population_sizes`` (fixed by the config, so shapes are known in advance). The kept elites
     keep their energies inside one plan (the model is deterministic); across control steps
     they are shifted and scored again. The mean joins the last iteration's population.
@@ -69,7 +150,6 @@ class ICEM:
         self.config = config
         self.space = space
         self.sizes = population_sizes(config)
-        self.kept = round(config.keep_elites * config.elites)
         self._prev_mean: torch.Tensor | None = None  # [H, 7]
         self._prev_elites: torch.Tensor | None = None  # [kept, H, 7]
 
@@ -89,23 +169,16 @@ class ICEM:
         if warm and self._prev_elites is not None:
             carried = shift(self._prev_elites)
         carried_energy = problem.evaluate(carried) if len(carried) else mean.new_zeros(0)
-        best_actions, best_energy = mean, torch.tensor(float("inf"), device=device)
-        elites = mean.unsqueeze(0)
-        for iteration, size in enumerate(self.sizes):
-            noise = colored_noise(size, cfg.horizon, cfg.noise_beta, generator, device)
-            actions = space.project(mean + std * noise)
-            if iteration == len(self.sizes) - 1:
-                actions = torch.cat((actions, space.project(mean).unsqueeze(0)))
-            energy = problem.evaluate(actions)
-            actions = torch.cat((actions, carried))
-            energy = torch.cat((energy, carried_energy))
-            order = torch.topk(energy, cfg.elites, largest=False).indices
-            elites, elite_energy = actions[order], energy[order]  # [K, H, 7], [K]
-            carried, carried_energy = elites[: self.kept], elite_energy[: self.kept]
-            mean = cfg.momentum * mean + (1 - cfg.momentum) * elites.mean(dim=0)
-            elite_std = elites.std(dim=0, unbiased=False)
-            std = space.clamp_std(cfg.momentum * std + (1 - cfg.momentum) * elite_std, cfg.min_std)
-            best_actions, best_energy = keep_best(best_actions, best_energy, actions, energy)
-        actions, energy = pick_final(cfg.final, space.project(mean), best_actions, problem)
-        self._prev_mean, self._prev_elites = actions, carried
-        return ActorResult(actions=actions, energy=energy, elites=elites)
+        search = Search(
+            mean,
+            std,
+            carried,
+            carried_energy,
+            mean,
+            torch.tensor(float("inf"), device=device),
+            mean.unsqueeze(0),
+        )
+        search = iterate(problem, space, cfg, self.sizes, search, generator)
+        actions, energy = pick_final(cfg.final, search.mean, search.best_actions, problem, space)
+        self._prev_mean, self._prev_elites = actions, search.carried
+        return ActorResult(actions=actions, energy=energy, elites=search.elites)

@@ -12,6 +12,7 @@ from planner.actors.base import (
     gaussian,
     keep_best,
     pick_final,
+    refit,
     shift,
 )
 from planner.config import ActorConfig
@@ -54,9 +55,8 @@ class MPPI:
             weight = weight[:, None, None]
             fitted_mean = (weight * actions).sum(dim=0)
             fitted_std = (weight * (actions - fitted_mean) ** 2).sum(dim=0).sqrt()
-            mean = cfg.momentum * mean + (1 - cfg.momentum) * fitted_mean
-            std = space.clamp_std(cfg.momentum * std + (1 - cfg.momentum) * fitted_std, cfg.min_std)
+            mean, std = refit(space, mean, std, fitted_mean, fitted_std, cfg)
             best_actions, best_energy = keep_best(best_actions, best_energy, actions, energy)
-        actions, energy = pick_final(cfg.final, space.project(mean), best_actions, problem)
+        actions, energy = pick_final(cfg.final, mean, best_actions, problem, space)
         self._prev_mean = actions
         return ActorResult(actions=actions, energy=energy)

@@ -10,9 +10,15 @@ Arguments:
     checkpoint  world model path or bundled name ('state' = ground-truth-state model, sim only).
     planner     planner preset (configs/planner/<name>.yaml).
     device      auto | cpu | cuda.
+    verify      checkpoint sha256 check: true (a mismatch refuses, no record warns) | strict (no
+                record refuses too) | false.
+    seed        sim episode seed (an int >= 0; the sim's ~/reset continues the seeded sequence).
+    image_size  sim camera image side in pixels (sim-small was trained on 128).
 
-checkpoint, planner and device default to '' = the value in the config files: sim-small with
-the icem preset (config/goal_planner.yaml), overlaid by config/franka_real.yaml on the real arm.
+Every argument but use_sim and task defaults to '' = the value in the config files: sim-small
+with the icem preset, verify true (config/goal_planner.yaml), overlaid by
+config/franka_real.yaml on the real arm (verify strict); an unseeded 128 px sim
+(config/mujoco_franka.yaml).
 
 The in-process equivalent without ``ros2 launch``: ``python -m planner_ros.bringup``.
 """
@@ -30,6 +36,9 @@ ARGUMENTS = (
     ("checkpoint", "", "world model path or name ('' = config files: sim-small); state = sim"),
     ("planner", "", "planner preset in configs/planner/ ('' = config files: icem)"),
     ("device", "", "auto | cpu | cuda ('' = config files: auto)"),
+    ("verify", "", "checkpoint sha256: true | strict | false ('' = config: true; real arm strict)"),
+    ("seed", "", "sim episode seed, an int >= 0 ('' = config files: unseeded)"),
+    ("image_size", "", "sim camera image side in pixels ('' = config files: 128)"),
 )
 # goal_planner parameters set by launch arguments: parameter -> argument.
 PLANNER_ARGUMENTS = {
@@ -37,12 +46,30 @@ PLANNER_ARGUMENTS = {
     "checkpoint": "checkpoint",
     "device": "device",
     "goal_image": "goal_image",
+    "verify": "verify",
 }
+# mujoco_franka parameters set by launch arguments (ints): parameter -> argument.
+SIM_ARGUMENTS = {"seed": "seed", "image_size": "image_size"}
 
 
-def _planner_params(context) -> dict[str, str]:
+def _typed(value: str) -> object:
+    """A launch argument as the parameter value: true/false -> bool, digits -> int."""
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return int(value) if value.lstrip("-").isdigit() else value
+
+
+def _planner_params(context) -> dict[str, object]:
     """The goal_planner parameters the user gave as arguments (empty ones keep the files')."""
-    given = {p: LaunchConfiguration(a).perform(context) for p, a in PLANNER_ARGUMENTS.items()}
+    params: dict[str, object] = _given(context, PLANNER_ARGUMENTS)
+    if "verify" in params:
+        params["verify"] = _typed(params["verify"])  # true/false: bool; strict: string
+    return params
+
+
+def _given(context, arguments: dict[str, str]) -> dict[str, str]:
+    """The parameters whose launch arguments are not empty (as strings)."""
+    given = {p: LaunchConfiguration(a).perform(context) for p, a in arguments.items()}
     return {name: value for name, value in given.items() if value}
 
 
@@ -61,7 +88,10 @@ def _nodes(context) -> list[Node]:
                 output="screen",
                 parameters=[
                     PathJoinSubstitution([config_dir, "mujoco_franka.yaml"]),
-                    {"task": LaunchConfiguration("task")},
+                    {
+                        "task": LaunchConfiguration("task"),
+                        **{k: _typed(v) for k, v in _given(context, SIM_ARGUMENTS).items()},
+                    },
                 ],
             )
         )

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from planner.inputs import PlanInputError, check_image
+
 
 class GoalImageError(ValueError):
     """A goal image file that is missing or cannot be read as an RGB image."""
@@ -93,6 +95,19 @@ class InputBuffer:
                 state[6] = self._gripper
             self._snapshot = replace(self._snapshot, state=state, gripper_stamp_s=stamp_s)
 
+    def wait_newer(
+        self, after_s: float, timeout_s: float, stop: threading.Event
+    ) -> tuple[Snapshot, bool]:
+        """Wait (up to ``timeout_s``, or until ``stop`` is set) for a snapshot whose image, pose
+        and gripper state are all stamped after ``after_s``; returns (latest snapshot, found)."""
+        deadline = time.monotonic() + timeout_s
+        snap = self.snapshot()
+        while snap.inputs_stamp_s <= after_s:
+            if time.monotonic() >= deadline or stop.wait(0.005):
+                return self.snapshot(), False
+            snap = self.snapshot()
+        return snap, True
+
     def set_goal(
         self, image: np.ndarray, state: np.ndarray | None = None, keep_state=False
     ) -> None:
@@ -119,7 +134,8 @@ def read_goal_image(path: str) -> np.ndarray:
     """Read an image file as uint8 RGB ``[H, W, 3]`` (grey is replicated, alpha dropped).
 
     Raises:
-        GoalImageError: missing file, unreadable, or not 8-bit grey/RGB/RGBA.
+        GoalImageError: missing file, unreadable, not 8-bit grey/RGB/RGBA, or a size the
+            planner refuses (``planner.inputs.check_image``: 8..4096 px a side).
     """
     import imageio.v3 as iio
 
@@ -136,4 +152,8 @@ def read_goal_image(path: str) -> np.ndarray:
         image = np.repeat(image[..., None], 3, axis=-1)
     if image.ndim != 3 or image.shape[2] not in (3, 4):
         raise GoalImageError(f"goal image {file} must be grey, RGB or RGBA, got {image.shape}")
-    return np.ascontiguousarray(image[..., :3])
+    image = np.ascontiguousarray(image[..., :3])
+    try:
+        return check_image(image, f"goal image {file}")  # the planner's own rules (size)
+    except PlanInputError as error:
+        raise GoalImageError(str(error)) from None

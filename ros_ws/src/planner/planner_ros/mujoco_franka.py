@@ -33,7 +33,7 @@ from planner_ros.conversions import (
     pose_to_state,
     state_to_pose,
 )
-from planner_ros.runtime import run_node
+from planner_ros.process import run_node
 from planner_ros.topics import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS, TOPICS
 from robots.franka import pose_delta
 
@@ -109,11 +109,15 @@ class MujocoFrankaNode(Node):
         with self._lock:
             return dict(self._info)
 
-    def destroy_node(self) -> None:
-        """Stop the simulator thread (closing the env), then destroy the node."""
+    def begin_shutdown(self) -> None:
+        """Stop the simulator thread after its current tick (it closes the env)."""
         self._stop_event.set()
+
+    def destroy_node(self) -> None:
+        """Stop the simulator thread (waiting up to 1 s for its tick), then destroy the node."""
+        self.begin_shutdown()
         if self._worker.is_alive():
-            self._worker.join(timeout=10.0)
+            self._worker.join(timeout=1.0)
         super().destroy_node()
 
     # -- callbacks -----------------------------------------------------------------------------
@@ -170,6 +174,9 @@ class MujocoFrankaNode(Node):
         self._ready.set()
         try:
             self._loop(env, obs)
+        except Exception:  # noqa: BLE001 - publishing into a context that is shutting down
+            if not self._stop_event.is_set():
+                raise
         finally:
             env.close()
 
@@ -285,7 +292,7 @@ class MujocoFrankaNode(Node):
 
 def main(argv: list[str] | None = None) -> int:
     """Console entry point ``mujoco_franka`` (ROS arguments: ``--ros-args -p key:=value``)."""
-    return run_node(MujocoFrankaNode, argv)
+    return run_node(MujocoFrankaNode, "mujoco_franka", argv)
 
 
 if __name__ == "__main__":

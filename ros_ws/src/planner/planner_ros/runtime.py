@@ -1,6 +1,6 @@
-"""Process plumbing shared by the nodes, the in-process bringup, the tests and the latency script:
+"""Plumbing shared by the nodes, the in-process bringup, the tests and the measuring scripts:
 finding the package's config files, reading ROS parameter YAML files, and spinning an executor
-in a background thread.
+in a background thread. (Console entry points and signals: ``planner_ros.process``.)
 """
 
 from __future__ import annotations
@@ -88,25 +88,35 @@ def init_context(domain_id: int | None = None) -> Context:
 
 
 class BackgroundSpinner:
-    """Spin ``executor`` in a daemon thread until :meth:`stop`; a context manager."""
+    """Spin ``executor`` in a daemon thread from :meth:`start` until :meth:`stop`; a context
+    manager (entering starts it)."""
 
     def __init__(self, executor: Executor) -> None:
         self.executor = executor
         self._thread = threading.Thread(target=executor.spin, name="ros-spin", daemon=True)
 
     def __enter__(self) -> BackgroundSpinner:
-        self._thread.start()
-        return self
+        return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def stop(self) -> None:
-        """Shut the executor down and join the spin thread."""
+    def start(self) -> BackgroundSpinner:
+        self._thread.start()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        """Whether the spin thread is running (a callback that raises ends it)."""
+        return self._thread.is_alive()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Shut the executor down and join the spin thread (each waits up to ``timeout_s``)."""
         for node in self.executor.get_nodes():  # no new callbacks from here on
             self.executor.remove_node(node)
-        self.executor.shutdown(timeout_sec=5.0)
-        self._thread.join(timeout=5.0)
+        self.executor.shutdown(timeout_sec=timeout_s)
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout_s)
 
 
 def spin_nodes(context: Context, nodes: list) -> BackgroundSpinner:
@@ -132,17 +142,3 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.
             return True
         time.sleep(poll_s)
     return bool(predicate())
-
-
-def run_node(node_factory: Callable[[], Any], argv: list[str] | None = None) -> int:
-    """Console-script body of a node: init rclpy, spin the node until Ctrl-C, shut down."""
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = node_factory()
-    try:
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0

@@ -54,6 +54,7 @@ from planner_ros.conversions import array_to_image, finger_positions, pose_to_st
 from planner_ros.latency_bench import Probe, summarise
 from planner_ros.runtime import init_context, spin_nodes, wait_for
 from planner_ros.topics import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
+from world_model.console import progress_bar
 from world_model.files import write_json
 
 START = np.array([0.46, 0.0, 0.37, np.pi, 0.0, 0.0, 0.0])
@@ -186,7 +187,9 @@ def camera_queue_bounded(subscriptions: list[dict]) -> bool:
 
 
 def record(args, process, probe, harness, node) -> dict:
-    """Sample RSS every second for ``args.minutes`` after the first plan; return the series."""
+    """Sample RSS every second for ``args.minutes`` after the first plan (a progress bar on
+    stderr counts the seconds); return the series."""
+    print(f"[ros soak] waiting for the planner's first plans (up to {args.warmup_s:.0f} s)")
     if not wait_for(lambda: len(probe.cycles) >= 2 or process.poll() is not None, args.warmup_s):
         raise RuntimeError(f"no plan within {args.warmup_s} s; is the planner too slow?")
     if process.poll() is not None:
@@ -196,14 +199,19 @@ def record(args, process, probe, harness, node) -> dict:
         probe.cycle_times.clear()
     published0, started = harness.published, time.monotonic()
     rss_t, rss, cpu, load = [], [], [], []
-    while (now := time.monotonic()) - started < 60.0 * args.minutes:
-        if process.poll() is not None:
-            raise RuntimeError(f"goal_planner died after {now - started:.0f} s")
-        rss_t.append(now - started)
-        rss.append(resident_mb(process.pid))
-        cpu.append(cpu_seconds(process.pid))
-        load.append(load_average())
-        time.sleep(1.0)
+    bar = progress_bar(round(60.0 * args.minutes), "ros soak", "s")
+    try:
+        while (now := time.monotonic()) - started < 60.0 * args.minutes:
+            if process.poll() is not None:
+                raise RuntimeError(f"goal_planner died after {now - started:.0f} s")
+            rss_t.append(now - started)
+            rss.append(resident_mb(process.pid))
+            cpu.append(cpu_seconds(process.pid))
+            load.append(load_average())
+            time.sleep(1.0)
+            bar.update(min(round(time.monotonic() - started), bar.total) - bar.n)
+    finally:
+        bar.close()
     elapsed = time.monotonic() - started
     with probe.lock:
         cycles, times = list(probe.cycles), [t - started for t in probe.cycle_times]
