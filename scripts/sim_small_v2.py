@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +43,7 @@ def episodes_in(data: Path) -> int:
     return len(json.loads(meta.read_text())["episodes"])
 
 
-def collect(cli: str, data: Path, episodes: int, workers: int) -> None:
+def collect(cli: list[str], data: Path, episodes: int, workers: int) -> None:
     """Top the dataset up to ``episodes``, continuing the training seeds where it stops."""
     have = episodes_in(data)
     if have >= episodes:
@@ -52,7 +51,7 @@ def collect(cli: str, data: Path, episodes: int, workers: int) -> None:
         return
     run(
         [
-            cli,
+            *cli,
             "collect",
             "--task",
             TASK_CYCLE,
@@ -85,9 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         parser.error(f"unknown stage(s) {', '.join(unknown)}; known: {', '.join(STAGES)}")
-    cli = shutil.which("jepa-mpc")
-    if cli is None:
-        parser.error("the jepa-mpc command is not on PATH: install the project first")
+    cli = [sys.executable, "-m", "jepa_mpc"]  # the CLI of the interpreter running this
     work = Path(args.work)
     data, run_dir = work / "data", work / "run"
     model = run_dir / "model"
@@ -96,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     if "train" in stages:
         run(
             [
-                cli,
+                *cli,
                 "train",
                 "joint",
                 "--config",
@@ -111,11 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     if "probe" in stages:
         probe = REPO / "scripts" / "probe_gripper.py"
         out = work / "probe.json"
-        run([sys.executable, str(probe), "--model", str(model), "--no-verify", "--out", str(out)])
+        run([sys.executable, str(probe), "--model", str(model), "--out", str(out)])
     if "bench" in stages:
         run(
             [
-                cli,
+                *cli,
                 "bench",
                 "--tasks",
                 "reach,grasp,pick_place,push",
@@ -131,7 +128,6 @@ def main(argv: list[str] | None = None) -> int:
                 "128",
                 "--device",
                 "cpu",
-                "--no-verify",
                 "--out",
                 str(work / "bench"),
                 "actor.samples=64",
