@@ -17,7 +17,7 @@ from toy_trajectories import write_square_trajectories
 import world_model
 from world_model.train import load_train_config, main, train
 from world_model.train_loop import Checkpointer, MetricsLog, lr_at
-from world_model.train_predictor import predictor_losses
+from world_model.train_predictor import change_weights, predictor_losses, weighted_l1
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -113,6 +113,34 @@ def test_predictor_losses_rollout_consumes_predictions() -> None:
     assert model.predictor.predictor_embed.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="rollout_steps"):
         predictor_losses(model.predictor, latents, actions, states, rollout_steps=4)
+
+
+def test_change_weights_put_the_loss_where_the_scene_moves() -> None:
+    latents = torch.zeros(1, 3, 4, 8)
+    latents[0, 1:, 2] = 1.0  # token 2 changes between frames 0 and 1, nothing else ever does
+    weights = change_weights(latents, change_weight=3.0)
+    assert change_weights(latents, 0.0) is None and weights.shape == (1, 2, 4)
+    # change / mean change: token 2 at frame 1 is 8x the mean (1 of 8 tokens moved).
+    torch.testing.assert_close(weights[0, 0], torch.tensor([1.0, 1.0, 25.0, 1.0]))
+    torch.testing.assert_close(weights[0, 1], torch.ones(4))
+    error = torch.zeros(1, 2, 4, 8)
+    error[0, 0, 2] = 1.0  # the predictor misses the moving token only
+    plain, weighted = weighted_l1(error, None), weighted_l1(error, weights)
+    torch.testing.assert_close(plain, torch.tensor(1 / 8))
+    torch.testing.assert_close(weighted, torch.tensor(25 / 32))  # 25 of 32 units of weight
+
+
+def test_change_weighted_predictor_losses_differ_only_when_asked() -> None:
+    model = world_model.build("tiny", seed=0)
+    latents = torch.nn.functional.layer_norm(torch.randn(2, 4, 16, 96), (96,))
+    actions, states = torch.randn(2, 4, 7) * 0.01, torch.rand(2, 4, 7)
+    plain = predictor_losses(model.predictor, latents, actions, states, 2)
+    same = predictor_losses(model.predictor, latents, actions, states, 2, change_weight=0.0)
+    moved = predictor_losses(model.predictor, latents, actions, states, 2, change_weight=4.0)
+    torch.testing.assert_close(same["rollout"], plain["rollout"])
+    assert not torch.allclose(moved["teacher_forcing"], plain["teacher_forcing"])
+    moved["rollout"].backward()
+    assert model.predictor.predictor_embed.weight.grad.abs().sum() > 0
 
 
 def write_metrics(path: Path, steps: range) -> None:

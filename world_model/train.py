@@ -84,11 +84,14 @@ class OptimSection:
 
 @dataclass
 class PredictorSection:
-    """Predictor losses: teacher forcing + rollout over ``rollout_steps`` frames."""
+    """Predictor losses: teacher forcing + rollout over ``rollout_steps`` frames; with
+    ``change_weight`` > 0 each target token's L1 is weighted by how much it changed
+    (``train_predictor.change_weights``; 0 = the paper's plain mean)."""
 
     rollout_steps: int = 2
     teacher_forcing_weight: float = 1.0
     rollout_weight: float = 1.0
+    change_weight: float = 0.0
 
 
 @dataclass
@@ -211,6 +214,10 @@ def make_objective(stage: str, model: WorldModel, config: TrainConfig, info: Dis
             raise ConfigError(
                 f"data.clip_len {config.data.clip_len} must exceed predictor.rollout_steps "
                 f"{config.predictor.rollout_steps}"
+            )
+        if config.predictor.change_weight < 0:
+            raise ConfigError(
+                f"predictor.change_weight must be >= 0, got {config.predictor.change_weight}"
             )
         if stage == "joint":
             return JointObjective(model, config.joint, config.predictor, config.seed)

@@ -52,12 +52,20 @@ class JointModel(nn.Module):
         raw = self.encoder.encode_frames(pixels)
         return layer_norm_latents(raw.float()).unflatten(0, (batch, length))
 
-    def forward(self, frames, actions, states, rollout_steps: int, target_gradients: bool):
-        """Latents [B*T, N, D], the predictor's losses on them and, with a trainable readout,
-        its errors [B*T, 7] in the head's units (all inside ``forward``, as DDP wants)."""
+    def forward(self, frames, actions, states, predictor_config, target_gradients: bool):
+        """Latents [B*T, N, D], the predictor's losses on them (``PredictorSection``) and, with
+        a trainable readout, its errors [B*T, 7] in the head's units (all inside ``forward``,
+        as DDP wants)."""
         latents = self.encode(frames)
         targets = latents if target_gradients else latents.detach()
-        terms = predictor_losses(self.predictor, targets, actions, states, rollout_steps)
+        terms = predictor_losses(
+            self.predictor,
+            targets,
+            actions,
+            states,
+            predictor_config.rollout_steps,
+            predictor_config.change_weight,
+        )
         images = latents.flatten(0, 1)
         errors = None
         if self.readout is not None and self.readout.training:
@@ -98,7 +106,7 @@ class JointObjective(SupervisedObjective):
                 frames,
                 actions,
                 states,
-                self.predictor_config.rollout_steps,
+                self.predictor_config,
                 self.config.target_gradients,
             )
         reg = regularizer(images, self.config.regularizer, self._generator)
