@@ -9,7 +9,7 @@ from pathlib import Path
 
 from robots.config import ConfigError, load_config
 from robots.franka import Workspace
-from world_model.hot_path import PRECISIONS
+from world_model.hot_path import PRECISIONS, check_threads
 
 ACTORS = ("cem", "icem", "gd", "cem+gd", "mppi", "amortised")
 
@@ -180,9 +180,11 @@ class PlannerConfig:
         precision: the world model's hot path while this planner plans: "model" (as the model
             is set: bf16 on CUDA, fp32 on CPU), "bf16" (bf16 autocast on CUDA and on CPUs with
             native bf16, else fp32) or "fp32" (see ``world_model.hot_path``).
-        cpu_threads: torch CPU threads while planning on the CPU (0: leave torch's setting).
-            Measured on 2 shared cores: 2 threads ran 2-14x slower than 1 while other
-            processes used the cores (docs/benchmark.md, "CPU hot path").
+        cpu_threads: torch CPU threads while planning on the CPU (0: leave torch's setting),
+            or "auto": the cores no other runnable thread wants at the start of each plan
+            (``world_model.hot_path.free_cores``). Measured on 2 cores: 2 threads ran 1.7x
+            faster than 1 on an idle machine and 2-50x slower while other processes used the
+            cores (docs/benchmark.md, "CPU hot path").
     """
 
     actor: ActorConfig = field(default_factory=ActorConfig)
@@ -192,7 +194,7 @@ class PlannerConfig:
     goal_cache_size: int = 16
     robot: str = "franka"
     precision: str = "model"
-    cpu_threads: int = 0
+    cpu_threads: int | str = 0
 
 
 def validate(config: PlannerConfig) -> PlannerConfig:
@@ -217,10 +219,9 @@ def validate(config: PlannerConfig) -> PlannerConfig:
         raise ConfigError("actor.temperature must be > 0 and actor.population_decay >= 1")
     if config.precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
-    if config.cpu_threads < 0:
-        raise ConfigError(
-            f"cpu_threads must be >= 0 (0: torch's setting), got {config.cpu_threads}"
-        )
+    threads_problem = check_threads(config.cpu_threads)
+    if threads_problem:
+        raise ConfigError(threads_problem)
     bounds = config.bounds
     if min(bounds.translation_max, bounds.rotation_max, bounds.gripper_max) < 0:
         raise ConfigError("action bounds must be >= 0")
@@ -229,6 +230,18 @@ def validate(config: PlannerConfig) -> PlannerConfig:
     if bounds.translation_l1 is not None and bounds.translation_l1 <= 0:
         raise ConfigError(f"bounds.translation_l1 must be > 0, got {bounds.translation_l1}")
     return config
+
+
+FAST_PRESET = "fast"
+FALLBACK_PRESET = "icem"
+
+
+def default_preset(model: str) -> str:
+    """The preset to plan with when none is named: ``fast`` for the model its policy was
+    trained on (``configs/planner/fast.yaml``'s ``actor.policy``: sim-small), else ``icem``
+    (the amortised actor refuses a policy that does not fit the model)."""
+    fast = load_planner_config(FAST_PRESET)
+    return FAST_PRESET if str(model) == fast.actor.policy else FALLBACK_PRESET
 
 
 def load_planner_config(

@@ -24,7 +24,7 @@ from planner.protocol import LatentWorldModel, ReadoutWorldModel, model_device, 
 from robots.config import ConfigError
 from robots.franka import ACTION_DIM, GRIPPER, SafetyFilter, load_limits
 from world_model.devices import resolve_device
-from world_model.hot_path import autocast_dtype, running
+from world_model.hot_path import autocast_dtype, running, thread_count
 from world_model.resolve import resolve_model
 
 
@@ -45,6 +45,7 @@ class Plan:
         timings: seconds spent in "encode" (observation and goal), "plan" and "total".
         evaluations: predictor frame evaluations spent (sequences x horizon steps).
         trace: [T, 2] float64 (evaluations so far, lowest energy seen so far) per rollout call.
+        threads: torch CPU threads the plan ran with (``cpu_threads``; "auto" decides per plan).
     """
 
     action: np.ndarray
@@ -53,6 +54,7 @@ class Plan:
     timings: dict[str, float]
     evaluations: int
     trace: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
+    threads: int = 0
 
 
 def best_so_far(problem: Problem) -> np.ndarray:
@@ -132,7 +134,7 @@ class Planner:
         self.image_sizes = ImageSizes(getattr(model_config, "img_size", None))
         self.generator = torch.Generator(device=self.device)
         self.autocast_dtype = autocast_dtype(config.precision, self.device)
-        self.cpu_threads = config.cpu_threads if self.device.type == "cpu" else 0
+        self.cpu_threads: int | str = config.cpu_threads if self.device.type == "cpu" else 0
         self.evaluation_batch = EvaluationBatch()
         self._goal_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self.cache_hits = 0
@@ -191,8 +193,11 @@ class Planner:
             torch.cuda.OutOfMemoryError: only if even one sequence at a time does not fit
                 (larger batches fall back to chunks, see ``EvaluationBatch``).
         """
-        with running(self.world_model, self.autocast_dtype, self.cpu_threads):
-            return self._plan(obs, goal)
+        threads = thread_count(self.cpu_threads)
+        with running(self.world_model, self.autocast_dtype, threads):
+            plan = self._plan(obs, goal)
+            plan.threads = torch.get_num_threads()
+            return plan
 
     def _plan(self, obs: dict[str, Any], goal: dict[str, Any] | np.ndarray | torch.Tensor) -> Plan:
         """``plan`` in the configured precision and threads."""

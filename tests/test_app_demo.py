@@ -58,6 +58,16 @@ def test_demo_runs_two_steps_and_writes_outputs(tiny_model, tmp_path, capsys) ->
     assert {oct(p.stat().st_mode & 0o777) for p in out.iterdir()} == {"0o644"}
 
 
+def test_the_bundled_model_plans_with_fast_and_others_with_icem(tiny_model, tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["--steps", "2", "--out", str(out), "--device", "cpu"]) == 0
+    assert "model sim-small, planner fast (preset as is)" in capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 2 and np.isfinite(summary["energy"]).all()
+    assert main(["--model", str(tiny_model), "--steps", "1", "--out", str(out)]) == 0
+    assert "planner icem (actor.samples=64 actor.iterations=6" in capsys.readouterr().out
+
+
 def test_the_target_is_marked_where_the_camera_sees_the_goal_position(tmp_path) -> None:
     """The projection puts the cube's centre on red cube pixels; the ring is drawn there."""
     env = sim.make("reach", image_size=64, seed=0)

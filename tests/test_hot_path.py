@@ -12,7 +12,14 @@ import torch
 import world_model
 from planner import Planner
 from robots.config import ConfigError
-from world_model.hot_path import autocast_dtype, cpu_has_bf16, running
+from world_model.hot_path import (
+    autocast_dtype,
+    cpu_has_bf16,
+    free_cores,
+    running,
+    thread_count,
+    usable_cores,
+)
 
 START = np.array([0.5, 0.0, 0.3, np.pi, 0.0, 0.0, 0.0], np.float32)
 
@@ -62,8 +69,38 @@ def test_running_restores_after_an_error_and_precisions_map_to_dtypes():
     assert autocast_dtype("fp32", cuda) == torch.float32
     with pytest.raises(ConfigError, match="precision must be one of"):
         Planner.from_config("icem", model, "cpu", ["precision=fp16"])
-    with pytest.raises(ConfigError, match="cpu_threads must be >= 0"):
-        Planner.from_config("icem", model, "cpu", ["cpu_threads=-1"])
+    for bad in ("-1", "fast", "true", "1.5"):
+        with pytest.raises(ConfigError, match="cpu_threads must be >= 0 .* or 'auto'"):
+            Planner.from_config("icem", model, "cpu", [f"cpu_threads={bad}"])
+
+
+@pytest.mark.parametrize(
+    ("loadavg", "others"),
+    [("0.10 0.20 0.30 1/97 4242\n", 0), ("1.9 1.6 2.0 3/94 25106\n", 2), ("2 2 2 9/94 1\n", 8)],
+)
+def test_free_cores_counts_the_runnable_threads_besides_the_reader(tmp_path, loadavg, others):
+    path = tmp_path / "loadavg"
+    path.write_text(loadavg)
+    assert free_cores(path) == max(1, usable_cores() - others)
+
+
+def test_free_cores_without_a_readable_loadavg_uses_every_core(tmp_path):
+    assert free_cores(tmp_path / "missing") == usable_cores()
+    (tmp_path / "odd").write_text("not a loadavg\n")
+    assert free_cores(tmp_path / "odd") == usable_cores()
+
+
+def test_auto_threads_decide_per_plan_and_restore_the_process_setting():
+    model = tiny()
+    before = torch.get_num_threads()
+    search = ["actor.samples=8", "actor.iterations=2", "cpu_threads=auto"]
+    planner = Planner.from_config("icem", model, "cpu", search)
+    image = np.zeros((64, 64, 3), np.uint8)
+    plan = planner.plan({"image": image, "state": START}, {"image": image})
+    assert 1 <= plan.threads <= usable_cores()
+    assert {threads for _, threads in model.seen} == {plan.threads}
+    assert torch.get_num_threads() == before
+    assert thread_count(3) == 3 and 1 <= thread_count("auto") <= usable_cores()
 
 
 def test_bench_model_compares_threads_and_dtypes_side_by_side(tmp_path, capsys):

@@ -17,6 +17,7 @@ pytest.importorskip("sim", reason="the MuJoCo simulator (sim) is not importable"
 import rclpy  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from planner_ros import bringup  # noqa: E402
+from planner_ros.models import preset_for  # noqa: E402
 from planner_ros.runtime import init_context, spin_nodes, wait_for  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
@@ -197,7 +198,7 @@ def test_bringup_refuses_a_bad_option_in_one_line(ros_env, capsys):
 def test_bringup_defaults_come_from_the_config_files():
     sim = bringup.node_parameters(bringup.BringupOptions())
     assert sim["goal_planner"]["checkpoint"] == "sim-small"  # plans from pixels
-    assert sim["goal_planner"]["config"] == "icem"
+    assert sim["goal_planner"]["config"] == ""  # planner.config.default_preset: fast here
     assert sim["mujoco_franka"]["image_size"] == 128  # what sim-small was trained on
     real = bringup.node_parameters(bringup.BringupOptions(use_sim=False))
     assert set(real) == {"goal_planner"}
@@ -209,7 +210,10 @@ def test_bringup_defaults_come_from_the_config_files():
         ["--no-sim", "--checkpoint", "/models/mine", "--device", "cuda", "--verify", "false"]
     )
     real = bringup.node_parameters(options)["goal_planner"]
-    assert (real["checkpoint"], real["device"], real["config"]) == ("/models/mine", "cuda", "icem")
+    assert (real["checkpoint"], real["device"], real["config"]) == ("/models/mine", "cuda", "")
+    # "" is the preset whose policy fits the checkpoint: fast for sim-small, icem otherwise
+    assert preset_for("sim-small") == "fast"
+    assert preset_for("/models/mine") == preset_for("state") == "icem"
     assert real["verify"] is False
     options, _, _ = bringup.parse_args(["--seed", "4", "--image-size", "64", "--verify", "strict"])
     params = bringup.node_parameters(options)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 import torch
 
 PRECISIONS = ("model", "bf16", "fp32")
+AUTO_THREADS = "auto"
+LOADAVG = Path("/proc/loadavg")
 
 
 @functools.cache
@@ -40,6 +43,49 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     if precision == "bf16" and (device.type == "cuda" or cpu_has_bf16()):
         return torch.bfloat16
     return torch.float32
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def free_cores(loadavg: Path = LOADAVG) -> int:
+    """Cores that no other runnable thread wants right now: the usable cores minus the
+    runnable scheduling entities ``/proc/loadavg`` counts besides the reader itself, at
+    least 1. Without ``/proc/loadavg`` (not Linux): every usable core.
+
+    An instantaneous count, not the 1-minute load average: it sees a job that started a
+    second ago and forgets one that just ended.
+    """
+    cores = usable_cores()
+    try:
+        runnable = int(loadavg.read_text(encoding="ascii").split()[3].split("/")[0])
+    except (OSError, IndexError, ValueError):
+        return cores
+    return max(1, min(cores, cores - (runnable - 1)))
+
+
+def check_threads(setting: int | str) -> str:
+    """Why ``setting`` is not a ``cpu_threads`` value ('' if it is): an int >= 0 (0: leave
+    torch's setting) or "auto"."""
+    if setting == AUTO_THREADS:
+        return ""
+    if isinstance(setting, bool) or not isinstance(setting, int) or setting < 0:
+        return f"cpu_threads must be >= 0 (0: torch's setting) or 'auto', got {setting!r}"
+    return ""
+
+
+def thread_count(setting: int | str) -> int:
+    """The torch threads one plan runs with for a ``cpu_threads`` setting: the int itself
+    (0: leave torch's setting), or for "auto" ``free_cores()``, decided per plan.
+
+    Why "auto": measured on 2 cores (docs/benchmark.md, "CPU hot path"), two threads plan
+    1.7x faster than one on an idle machine, and 2-50x slower when another process holds a
+    core (OpenMP's second thread waits for it)."""
+    return free_cores() if setting == AUTO_THREADS else int(setting)
 
 
 @contextlib.contextmanager

@@ -16,8 +16,8 @@ Arguments:
     image_size  sim camera image side in pixels (sim-small was trained on 128).
 
 Every argument but use_sim and task defaults to '' = the value in the config files: sim-small
-with the icem preset, verify true (config/goal_planner.yaml), overlaid by
-config/franka_real.yaml on the real arm (verify strict); an unseeded 128 px sim
+with the fast preset (icem for other checkpoints), verify true (config/goal_planner.yaml),
+overlaid by config/franka_real.yaml on the real arm (verify strict); an unseeded 128 px sim
 (config/mujoco_franka.yaml).
 
 The in-process equivalent without ``ros2 launch``: ``python -m planner_ros.bringup``.
@@ -34,7 +34,7 @@ ARGUMENTS = (
     ("task", "reach", "sim task: reach | push | grasp | pick_place"),
     ("goal_image", "", "goal image file ('' = goal/image topic)"),
     ("checkpoint", "", "world model path or name ('' = config files: sim-small); state = sim"),
-    ("planner", "", "planner preset in configs/planner/ ('' = config files: icem)"),
+    ("planner", "", "planner preset in configs/planner/ ('' = fast for sim-small, else icem)"),
     ("device", "", "auto | cpu | cuda ('' = config files: auto)"),
     ("verify", "", "checkpoint sha256: true | strict | false ('' = config: true; real arm strict)"),
     ("seed", "", "sim episode seed, an int >= 0 ('' = config files: unseeded)"),

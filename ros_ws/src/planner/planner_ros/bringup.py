@@ -3,7 +3,7 @@ parameters as ``launch/franka_goal.launch.py``, spun by one executor thread
 (``runtime.spin_nodes``), plus a monitor that prints a line per plan (energy, distance, plan
 seconds). SIGINT/SIGTERM stop it cleanly (``process``).
 
-    python -m planner_ros.bringup --task reach           # sim-small + icem (config files)
+    python -m planner_ros.bringup --task reach           # sim-small + fast (config files)
     python -m planner_ros.bringup --task reach --seed 3 --checkpoint state --planner cem_paper
     python -m planner_ros.bringup --no-sim --goal-image goal.png   # real arm (franka_real.yaml)
     python -m planner_ros.bringup --set goal_planner.rate_hz=2 --image-size 64
@@ -84,6 +84,7 @@ def check_parameters(params: dict[str, dict[str, Any]]) -> None:
         ValueError (DeviceError, ConfigError, ...), FileNotFoundError: the first bad one.
     """
     from planner.config import load_planner_config
+    from planner_ros.models import preset_for
     from sim.tasks import TASK_NAMES
     from world_model.console import device_option
     from world_model.resolve import check_model_spec
@@ -95,7 +96,7 @@ def check_parameters(params: dict[str, dict[str, Any]]) -> None:
     planner = params["goal_planner"]
     device_option(str(planner.get("device", "auto")))
     overrides = [item for item in planner.get("planner_overrides") or [] if str(item).strip()]
-    load_planner_config(planner.get("config"), overrides)
+    load_planner_config(planner.get("config") or preset_for(planner.get("checkpoint")), overrides)
     check_model_spec(planner.get("checkpoint"))
 
 
@@ -157,7 +158,10 @@ def parse_args(argv: list[str]) -> tuple[BringupOptions, float, bool]:
     keep = "default: the config files' value"
     parser.add_argument("--goal-image", help=f"goal image file ({keep}: '' = goal/image topic)")
     parser.add_argument("--checkpoint", help=f"'state' = ground-truth states ({keep}: sim-small)")
-    parser.add_argument("--planner", help=f"preset in configs/planner/ ({keep}: icem)")
+    parser.add_argument(
+        "--planner",
+        help=f"preset in configs/planner/ ({keep}: '' = fast with sim-small, else icem)",
+    )
     parser.add_argument("--device", help=f"auto | cpu | cuda ({keep}: auto)")
     parser.add_argument("--verify", help=f"checkpoint sha256: true | strict | false ({keep})")
     parser.add_argument("--seed", type=int, help=f"sim episode seed ({keep}: -1, unseeded)")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from planner_ros.topics import TOPICS
 
 PARAMETERS: dict[str, object] = {
-    "config": "icem",  # planner preset: configs/planner/<config>.yaml
+    "config": "",  # planner preset: configs/planner/<config>.yaml; '' = fast (sim-small) | icem
     "checkpoint": "sim-small",  # world model path/name; "state"; "random:<preset>" (untrained)
     "verify": True,  # checkpoint sha256: true (a mismatch refuses) | strict (no record refuses)
     "device": "auto",

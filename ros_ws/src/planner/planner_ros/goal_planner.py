@@ -38,7 +38,13 @@ from planner_ros.goal_params import (
 )
 from planner_ros.guard import CommandGuard
 from planner_ros.inputs import GoalImageError, InputBuffer, Snapshot, read_goal_image
-from planner_ros.models import build_planner, parse_verify, verification, verify_name
+from planner_ros.models import (
+    build_planner,
+    parse_verify,
+    preset_for,
+    verification,
+    verify_name,
+)
 from planner_ros.process import run_node
 from planner_ros.streams import InputChecks, InputRejected, RejectionCounter, stale_reason
 from planner_ros.topics import COMMAND_QOS, LATCHED_QOS, SENSOR_QOS
@@ -62,7 +68,7 @@ class GoalPlannerNode(Node):
         self._worker = threading.Thread(target=self._run, name="goal-planner", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"planning with preset {self._param('config')!r} on {self._param('checkpoint')!r} "
+            f"planning with preset {self._preset!r} on {self._param('checkpoint')!r} "
             f"at {self._rate_hz:g} Hz; watchdog {self._watchdog_s:g} s; "
             f"enabled={self._enabled}; checkpoint {self._verification}"
         )
@@ -72,8 +78,9 @@ class GoalPlannerNode(Node):
         param = self._param
         self._verify = parse_verify(param("verify"))
         overrides = [o for o in param("planner_overrides") or [] if o.strip()]
+        self._preset = param("config") or preset_for(param("checkpoint"))
         self._planner = build_planner(
-            param("config"), param("checkpoint"), param("device"), overrides, self._verify
+            self._preset, param("checkpoint"), param("device"), overrides, self._verify
         )
         self._verification = verification(param("checkpoint"), self._verify)
         threads = cpu_threads(int(param("cpu_threads")))
