@@ -1,5 +1,5 @@
 """Reach through the ROS nodes, as ``ros2 launch planner franka_goal.launch.py`` runs them: the
-sim and the planner in two processes with the config files' parameters (sim-small + icem by
+sim and the planner in two processes with the config files' parameters (sim-small + fast by
 default), one episode per seed, and the same seeds planned in-process (``sim.make`` +
 ``Planner.plan``, as ``jepa-mpc demo`` does) for comparison. Prints a table, writes JSON.
 
@@ -31,6 +31,7 @@ import rclpy
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray
 
+from planner_ros.models import preset_for
 from planner_ros.runtime import config_file, init_context, load_params, spin_nodes, wait_for
 
 THRESHOLD_M = 0.03  # configs/task/reach.yaml success_threshold
@@ -163,11 +164,13 @@ def episode_in_process(seed: int, args: argparse.Namespace) -> dict:
     import world_model
     from planner import Planner
 
-    torch.set_num_threads(args.threads)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     env = sim.make("reach", image_size=args.image_size, seed=seed)
     params = load_params(config_file("goal_planner"), "goal_planner")
     model = world_model.load(params["checkpoint"])
-    planner = Planner.from_config(params["config"], model, device="cpu", overrides=args.overrides)
+    preset = params["config"] or preset_for(params["checkpoint"])
+    planner = Planner.from_config(preset, model, device="cpu", overrides=args.overrides)
     obs, info = env.reset()
     goal = env.goal()
     distances, plan_s = [info["distance"]], []
@@ -209,7 +212,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seeds", default="0-9", help="e.g. 0-9 or 1,4,7")
     parser.add_argument("--steps", type=int, default=20, help="commands per episode")
     parser.add_argument("--image-size", type=int, default=128)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per planner")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads per planner (0: torch's default)"
+    )
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds per episode")
     parser.add_argument("--overrides", nargs="*", default=[], help="planner key=value")
     parser.add_argument("--in-process-only", action="store_true")
@@ -225,7 +230,9 @@ def main(argv: list[str] | None = None) -> int:
     result: dict = {"args": {k: str(v) for k, v in vars(args).items()}}
     if not args.in_process_only:
         domain = 90 + os.getpid() % 40
-        env = {**os.environ, "ROS_DOMAIN_ID": str(domain), "OMP_NUM_THREADS": str(args.threads)}
+        env = {**os.environ, "ROS_DOMAIN_ID": str(domain)}
+        if args.threads > 0:
+            env["OMP_NUM_THREADS"] = str(args.threads)
         env["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
         os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE")})
         context = init_context(domain)
