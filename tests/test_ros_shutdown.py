@@ -53,6 +53,8 @@ def exit_bound_s() -> float:
     on 2 cores, while the same test runs 0.12-0.45 s on a quiet machine)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return EXIT_BOUND_S * max(1.0, os.getloadavg()[0] / max(cores or 1, 1))
+
+
 PLANNER = {
     "checkpoint": "state",
     "config": "cem_paper",
