@@ -212,8 +212,9 @@ def test_bringup_defaults_come_from_the_config_files():
     real = bringup.node_parameters(options)["goal_planner"]
     assert (real["checkpoint"], real["device"], real["config"]) == ("/models/mine", "cuda", "")
     # "" is the preset whose policy fits the checkpoint: fast for sim-small, icem otherwise
-    assert preset_for("sim-small") == "fast"
-    assert preset_for("/models/mine") == preset_for("state") == "icem"
+    assert preset_for("", "sim-small") == "fast"
+    assert preset_for("", "/models/mine") == preset_for("", "state") == "icem"
+    assert preset_for("cem_paper", "sim-small") == "cem_paper"  # a named preset stands
     assert real["verify"] is False
     options, _, _ = bringup.parse_args(["--seed", "4", "--image-size", "64", "--verify", "strict"])
     params = bringup.node_parameters(options)

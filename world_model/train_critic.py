@@ -38,6 +38,7 @@ from robots.franka import rollout_states
 from world_model.critic import OUTPUT_SCALE
 from world_model.critic_data import LatentCache, load_or_build_cache
 from world_model.model import WorldModel
+from world_model.train_loop import ema_update
 
 
 @dataclass
@@ -314,12 +315,7 @@ class CriticObjective:
 
     def end_step(self, step: int) -> None:
         """Move the target network toward the critic (EMA)."""
-        momentum = self.section.target_momentum
-        with torch.no_grad():
-            for target, online in zip(
-                self.target.parameters(), self.module.parameters(), strict=True
-            ):
-                target.lerp_(online.detach(), 1.0 - momentum)
+        ema_update(self.target, self.module, self.section.target_momentum)
 
     def extra_state(self) -> dict[str, dict]:
         return {"target": self.target.state_dict()}

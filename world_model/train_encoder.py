@@ -17,6 +17,7 @@ from world_model.layers import Block, init_weights, rope_table
 from world_model.masks import MaskSpec, sample_mask_indices
 from world_model.model import WorldModel
 from world_model.regularizers import regularizer
+from world_model.train_loop import ema_update
 
 
 def token_positions(grid: tuple[int, int, int], device: torch.device) -> torch.Tensor:
@@ -171,14 +172,9 @@ class EncoderObjective:
         start, end = self.config.ema
         return start + (end - start) * min(1.0, step / max(1, self.total_steps))
 
-    @torch.no_grad()
     def end_step(self, step: int) -> None:
         """EMA update of the target encoder from the context encoder."""
-        momentum = self.momentum(step)
-        for target, online in zip(
-            self.target.parameters(), self.model.encoder.parameters(), strict=True
-        ):
-            target.lerp_(online.detach(), 1.0 - momentum)
+        ema_update(self.target, self.model.encoder, self.momentum(step))
 
     def extra_state(self) -> dict[str, dict]:
         """State beyond the trainable module that a resume needs."""

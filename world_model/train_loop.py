@@ -84,6 +84,14 @@ def lr_at(step: int, optim, total_steps: int) -> float:
     return optim.lr
 
 
+@torch.no_grad()
+def ema_update(target: nn.Module, online: nn.Module, momentum: float) -> None:
+    """Move ``target``'s parameters toward ``online``'s: t <- momentum t + (1 - momentum) o
+    (the V-JEPA target encoder, the critic's temporal-difference target)."""
+    for target_param, online_param in zip(target.parameters(), online.parameters(), strict=True):
+        target_param.lerp_(online_param.detach(), 1.0 - momentum)
+
+
 def make_optimizer(
     module: nn.Module, optim, total_steps: int, lr_scales: dict[str, float] | None = None
 ) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:

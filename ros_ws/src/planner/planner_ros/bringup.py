@@ -96,7 +96,7 @@ def check_parameters(params: dict[str, dict[str, Any]]) -> None:
     planner = params["goal_planner"]
     device_option(str(planner.get("device", "auto")))
     overrides = [item for item in planner.get("planner_overrides") or [] if str(item).strip()]
-    load_planner_config(planner.get("config") or preset_for(planner.get("checkpoint")), overrides)
+    load_planner_config(preset_for(planner.get("config"), planner.get("checkpoint")), overrides)
     check_model_spec(planner.get("checkpoint"))
 
 

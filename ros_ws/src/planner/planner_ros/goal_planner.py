@@ -78,7 +78,7 @@ class GoalPlannerNode(Node):
         param = self._param
         self._verify = parse_verify(param("verify"))
         overrides = [o for o in param("planner_overrides") or [] if o.strip()]
-        self._preset = param("config") or preset_for(param("checkpoint"))
+        self._preset = preset_for(param("config"), param("checkpoint"))
         self._planner = build_planner(
             self._preset, param("checkpoint"), param("device"), overrides, self._verify
         )

@@ -54,16 +54,16 @@ def verify_name(verify: bool | str) -> str:
     return next(name for name, value in VERIFY_MODES.items() if value == verify)
 
 
-def preset_for(checkpoint: str) -> str:
-    """The preset an empty ``config`` parameter means for ``checkpoint``."""
+def preset_for(config: str, checkpoint: str) -> str:
+    """The preset the ``config`` parameter names: itself, or where it is empty
+    ``planner.config.default_preset`` (fast for sim-small, whose policy it uses, else icem)."""
     from planner.config import default_preset
 
-    return default_preset(checkpoint)
+    return config or default_preset(checkpoint)
 
 
 def build_planner(config: str, checkpoint: str, device: str, overrides: list[str], verify=True):
-    """The library planner for a preset ('' = ``planner.config.default_preset``: fast for
-    sim-small, whose policy it uses, else icem) and a world model.
+    """The library planner for a preset (resolved: ``preset_for``) and a world model.
 
     ``checkpoint``: a model spec for ``world_model.resolve_model``: a path or bundled name;
     ``state`` = the ground-truth-state model (sim only: it reads the state, not the pixels);
@@ -76,7 +76,7 @@ def build_planner(config: str, checkpoint: str, device: str, overrides: list[str
     from planner import Planner
 
     return Planner.from_config(
-        config or preset_for(checkpoint),
+        config,
         world_model=checkpoint,
         device=device,
         overrides=overrides,

@@ -169,7 +169,7 @@ def episode_in_process(seed: int, args: argparse.Namespace) -> dict:
     env = sim.make("reach", image_size=args.image_size, seed=seed)
     params = load_params(config_file("goal_planner"), "goal_planner")
     model = world_model.load(params["checkpoint"])
-    preset = params["config"] or preset_for(params["checkpoint"])
+    preset = preset_for(params["config"], params["checkpoint"])
     planner = Planner.from_config(preset, model, device="cpu", overrides=args.overrides)
     obs, info = env.reset()
     goal = env.goal()
