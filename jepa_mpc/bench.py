@@ -35,12 +35,13 @@ import torch
 import sim
 from jepa_mpc import bench_report as report
 from jepa_mpc.bench_config import BASELINES, BenchConfig, BenchError, Method, model_label
-from jepa_mpc.bench_episodes import run_configuration
+from jepa_mpc.bench_episodes import model_views, run_configuration
 from jepa_mpc.bench_progress import ConfigurationProgress, Interrupted, interruptible
 from planner import load_planner_config
 from robots.config import load_config
 from sim.backend import BACKENDS
 from sim.goals import SUBGOAL_SCHEDULES
+from sim.scene import cameras_for_views
 from sim.tasks import EVALUATION_SEEDS_START, TASK_NAMES, TRAINING_SEEDS_START
 from world_model import MODEL_SPEC_HELP, resolve_model
 from world_model.console import CommandLineParser, device_option
@@ -102,6 +103,12 @@ def prepare(config: BenchConfig) -> tuple[list[Method], torch.device, BenchConfi
             methods.append(Method(label, model_label(spec), name, planner_config, world_model))
     config = dataclasses.replace(config, image_size=image_size_for(config, methods))
     return methods, device, config
+
+
+def cameras_for(methods: list[Method]) -> tuple[str, ...]:
+    """The cameras the env renders: as many views as the widest model takes (each planner
+    sees its own model's first views, ``bench_episodes.PlannerPolicy``)."""
+    return cameras_for_views(max((model_views(m.world_model) for m in methods), default=1))
 
 
 def image_size_for(config: BenchConfig, methods: list[Method]) -> int:
@@ -210,7 +217,15 @@ def run_task(
     envs = []
     try:
         for _ in range(lanes):
-            envs.append(sim.make(task, config.backend, config.image_size, task_overrides=overrides))
+            envs.append(
+                sim.make(
+                    task,
+                    config.backend,
+                    config.image_size,
+                    task_overrides=overrides,
+                    cameras=cameras_for(methods),
+                )
+            )
         steps = envs[0].unwrapped.episode_length
         for method in methods:
             records: list[dict[str, Any]] = []

@@ -25,6 +25,7 @@ from planner.batching import RolloutBatcher
 from planner.protocol import LatentWorldModel, model_device
 from sim.experts import expert_action
 from sim.goals import episode_goals, goal_schedule
+from sim.scene import first_views
 from world_model.state_model import StateWorldModel
 
 # What a policy decides for one step: (action [7], planning seconds or None, evaluations or None).
@@ -62,22 +63,29 @@ class ExpertPolicy:
         return expert_action(env), None, None
 
 
+def model_views(world_model) -> int:
+    """Camera views per image the world model takes (1 for the ground-truth-state model)."""
+    return int(getattr(getattr(world_model, "config", None), "views", 1))
+
+
 class PlannerPolicy:
     """MPC through ``Planner.plan``: sees the camera image and end-effector state, and the goal
     image (plus the goal state only when the model is the ground-truth-state model)."""
 
-    def __init__(self, planner: Planner, goal_state: bool) -> None:
+    def __init__(self, planner: Planner, goal_state: bool, views: int = 1) -> None:
         self.planner = planner
         self.goal_state = goal_state
+        self.views = views  # camera views the model takes: the env may render more
 
     def reset(self, seed: int) -> None:
         self.planner.reset(seed)
 
     def act(self, env, obs, goal):
-        target = {"image": goal["image"]}
+        target = {"image": first_views(goal["image"], self.views)}
         if self.goal_state:
             target["state"] = goal["state"]
-        plan = self.planner.plan({"image": obs["image"], "state": obs["state"]}, target)
+        image = first_views(obs["image"], self.views)
+        plan = self.planner.plan({"image": image, "state": obs["state"]}, target)
         return plan.action, plan.timings["total"], plan.evaluations
 
 
@@ -240,7 +248,8 @@ def make_policy(
         return RandomPolicy() if method.label == "random" else ExpertPolicy()
     model = method.world_model if world_model is None else world_model
     planner = Planner(method.planner_config, model, device)
-    return PlannerPolicy(planner, goal_state=isinstance(method.world_model, StateWorldModel))
+    goal_state = isinstance(method.world_model, StateWorldModel)
+    return PlannerPolicy(planner, goal_state, model_views(method.world_model))
 
 
 def finish_record(

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from sim.backend import BACKENDS, CONTROL_DT
+from sim.scene import check_cameras
 from sim.tasks import TASK_NAMES, TRAINING_SEEDS_START
 from world_model.console import CommandLineParser, progress_bar
 
@@ -35,6 +36,7 @@ class CollectSpec:
     seed: int
     backend: str = "mujoco"
     image_size: int = DEFAULT_IMAGE_SIZE
+    cameras: tuple[str, ...] = ("exterior",)  # views side by side in each frame
     steps: int | None = None  # control steps; None = the task's episode_length
     explore: float = 0.3  # probability that an episode is a random walk
     noise: float = 0.01  # std of the expert's action noise (metres / radians)
@@ -60,7 +62,13 @@ def record_episode(spec: CollectSpec) -> dict:
     import sim  # imported in the worker so each process owns its renderer
     from sim.experts import expert_action
 
-    env = sim.make(spec.task, backend=spec.backend, image_size=spec.image_size, seed=spec.seed)
+    env = sim.make(
+        spec.task,
+        backend=spec.backend,
+        image_size=spec.image_size,
+        seed=spec.seed,
+        cameras=spec.cameras,
+    )
     try:
         rng = np.random.default_rng(spec.seed)
         obs, _ = env.reset(seed=spec.seed)
@@ -121,6 +129,9 @@ def collect(
             f"seeds jepa-mpc bench uses): training data must use --seed {TRAINING_SEEDS_START} "
             "or above"
         )
+    spec_kwargs["cameras"] = check_cameras(spec_kwargs.get("cameras", ("exterior",)))
+    if spec_kwargs["cameras"] != ("exterior",) and spec_kwargs.get("backend") == "pybullet":
+        raise ValueError("--cameras: the pybullet backend renders the exterior camera only")
     specs = [
         CollectSpec(task=tasks[i % len(tasks)], seed=seed + i, **spec_kwargs)
         for i in range(episodes)
@@ -133,6 +144,7 @@ def collect(
         "seed": seed,
         "seeds": [seed, seed + episodes - 1],
         "tasks": tasks,
+        "cameras": list(specs[0].cameras),
         "collector": __name__,
     }
     with TrajectoryWriter(out, control_dt=CONTROL_DT, info=info) as writer:
@@ -190,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         "presets: 128)",
     )
     parser.add_argument(
+        "--cameras",
+        default="exterior",
+        help="comma-separated views side by side in each frame: exterior, wrist (a model with "
+        "views: 2 takes exterior,wrist)",
+    )
+    parser.add_argument(
         "--steps", type=int, default=None, help="control steps per episode (default: the task's)"
     )
     parser.add_argument(
@@ -211,6 +229,7 @@ def main(argv: list[str] | None = None) -> int:
             workers=args.workers,
             backend=args.backend,
             image_size=args.image_size,
+            cameras=args.cameras,
             steps=args.steps,
             explore=args.explore,
             noise=args.noise,

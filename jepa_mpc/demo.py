@@ -134,8 +134,10 @@ def run_episode(model, planner, seed: int, steps: int | None) -> dict:
         "plan_seconds": [T], "predicted_energy": [T], "actions": [T, 7], "success": bool}
     """
     import sim
+    from sim.scene import cameras_for_views
 
-    env = sim.make("reach", image_size=model.config.img_size, seed=seed)
+    cameras = cameras_for_views(getattr(model.config, "views", 1))
+    env = sim.make("reach", image_size=model.config.img_size, seed=seed, cameras=cameras)
     view = None
     try:
         obs, info = env.reset(seed=seed)

@@ -177,7 +177,7 @@ def write_gif(
     (``above``, one per frame, optional) and the goal image."""
     import imageio.v2 as imageio
 
-    target = target_in_image(goal_position, frames[0].shape[1])
+    target = target_in_image(goal_position, frames[0].shape[0])  # the exterior view's side
     views = above if above else [None] * len(frames)
     pictures = [
         episode_frame(frame, goal, target, caption, view)

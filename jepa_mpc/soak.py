@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from jepa_mpc.bench_episodes import PlannerPolicy
+from jepa_mpc.bench_episodes import PlannerPolicy, model_views
 from planner import Planner
 from planner import soak_metrics as metrics
 from world_model.console import CommandLineParser, device_option, progress_bar
@@ -33,7 +33,7 @@ def make_policy(model_spec: str, planner: str, overrides: list[str], device: str
     a bundled name, ...: ``world_model.resolve_model``); returns (policy, world model)."""
     planner = Planner.from_config(planner, model_spec, device, overrides)
     model = planner.world_model
-    return PlannerPolicy(planner, isinstance(model, StateWorldModel)), model
+    return PlannerPolicy(planner, isinstance(model, StateWorldModel), model_views(model)), model
 
 
 def run_steps(
@@ -150,6 +150,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def soak(args: argparse.Namespace) -> dict[str, Any]:
     """Run the soak described by ``args``; returns settings, summary and per-step series."""
     import sim
+    from sim.scene import cameras_for_views
 
     if args.threads is not None:
         torch.set_num_threads(args.threads)
@@ -157,7 +158,8 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     policy, model = make_policy(args.model, args.planner, list(args.overrides), device)
     config = getattr(model, "config", None)
     image_size = args.image_size or getattr(config, "img_size", 64)
-    env = sim.make(args.task, image_size=image_size, seed=args.seed)
+    cameras = cameras_for_views(model_views(model))
+    env = sim.make(args.task, image_size=image_size, seed=args.seed, cameras=cameras)
     started = time.perf_counter()
     bar = progress_bar(args.steps, "soak", "step")
 

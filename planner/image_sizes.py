@@ -26,10 +26,11 @@ class ImageSizes:
     """Checks the (camera, goal) image shapes of each plan against each other and against the
     model's input side; each warning is given once per planner and cause."""
 
-    def __init__(self, model_side: int | None) -> None:
+    def __init__(self, model_side: int | None, views: int = 1) -> None:
         """``model_side``: the world model's input side (``config.img_size``), None when it does
-        not look at pixels."""
+        not look at pixels; ``views``: camera views side by side in each image it takes."""
         self.model_side = model_side
+        self.views = views
         self._said: set[Hashable] = set()
 
     def check(self, image_shape: tuple[int, ...], goal_shape: tuple[int, ...]) -> None:
@@ -41,6 +42,15 @@ class ImageSizes:
         if self.model_side is None:
             return
         (height, width), (goal_height, goal_width) = image_shape[:2], goal_shape[:2]
+        if self.views > 1:
+            for name, (h, w) in (("camera", (height, width)), ("goal", (goal_height, goal_width))):
+                if w != self.views * h:
+                    raise PlanInputError(
+                        f"the {name} image is {h}x{w}, but the world model takes {self.views} "
+                        f"square camera views side by side ({h}x{self.views * h}; in the sim: "
+                        "sim.make(..., cameras='exterior,wrist'))"
+                    )
+            width, goal_width = width // self.views, goal_width // self.views
         if abs(height * goal_width - goal_height * width) > ASPECT_TOLERANCE * height * goal_width:
             raise PlanInputError(
                 f"the goal image is {goal_height}x{goal_width} but the camera image is "

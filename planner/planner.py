@@ -131,7 +131,9 @@ class Planner:
         self.actor = make_actor(config.actor, self.space, world_model)
         self.safety = SafetyFilter(load_limits(config.robot))
         model_config = getattr(world_model, "config", None)  # None: the model sees no pixels
-        self.image_sizes = ImageSizes(getattr(model_config, "img_size", None))
+        self.image_sizes = ImageSizes(
+            getattr(model_config, "img_size", None), getattr(model_config, "views", 1)
+        )
         self.generator = torch.Generator(device=self.device)
         self.autocast_dtype = autocast_dtype(config.precision, self.device)
         self.cpu_threads: int | str = config.cpu_threads if self.device.type == "cpu" else 0

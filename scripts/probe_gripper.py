@@ -39,6 +39,7 @@ import sim
 import world_model
 from robots.franka import pose_delta
 from sim.experts import expert_action
+from sim.scene import cameras_for_views
 from sim.tasks import EVALUATION_SEEDS_START, GRASP_CLOSEDNESS, Scene
 from world_model.files import write_json
 
@@ -151,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     model = world_model.resolve_model(args.model, "cpu", verify=not args.no_verify)
     size = args.image_size or model.config.img_size
-    env = sim.make("grasp", image_size=size)
+    cameras = cameras_for_views(getattr(model.config, "views", 1))
+    env = sim.make("grasp", image_size=size, cameras=cameras)
     try:
         rows = [probe_scene(env, model, seed, args.top_tokens) for seed in range(args.scenes)]
         if args.physics:

@@ -33,8 +33,9 @@ Implement every method of :class:`Backend` below. The contract:
   *exactly*, so that stepping afterwards gives bit-identical results to never having left.
 * **Rendering.** ``render()`` returns a uint8 ``[H, W, 3]`` RGB image (H = W = ``image_size``)
   from one fixed exterior camera, looking at arm and table from the front-side (DROID style), so
-  that the arm and the cube are clearly visible. Must work headless. ``close()`` frees renderers
-  and contexts; it may be called twice.
+  that the arm and the cube are clearly visible. Must work headless. A backend may also render a
+  wrist camera (``cameras=("exterior", "wrist")``: the views side by side, W = 2 H); MuJoCo
+  does. ``close()`` frees renderers and contexts; it may be called twice.
 
 Register the class in :data:`BACKENDS` (already done for ``pybullet``) and ``sim.make(task,
 backend="pybullet")`` will use it; ``tests/test_sim_*.py`` show the checks a backend must pass.
@@ -69,6 +70,7 @@ class Backend(Protocol):
 
     image_size: int
     control_dt: float
+    cameras: tuple[str, ...]
 
     def reset(self, qpos: np.ndarray) -> None:
         """Put the arm at joint vector ``qpos [9]`` (zero velocity, actuators holding it)."""
@@ -99,7 +101,7 @@ class Backend(Protocol):
         ...
 
     def render(self) -> np.ndarray:
-        """RGB image ``[image_size, image_size, 3]`` uint8 from the fixed exterior camera."""
+        """RGB ``[image_size, image_size x len(cameras), 3]`` uint8, the views side by side."""
         ...
 
     def snapshot(self) -> Any:

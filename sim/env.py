@@ -15,6 +15,7 @@ from gymnasium import spaces
 
 from robots.franka import ACTION_DIM, HOME_QPOS, STATE_DIM, FrankaLimits, SafetyFilter
 from sim.backend import Backend, finger_joint_from_closedness, make_backend
+from sim.scene import check_cameras
 from sim.tasks import Scene, Task, make_task
 
 Observation = dict[str, np.ndarray]
@@ -99,9 +100,10 @@ def home_qpos() -> np.ndarray:
 
 
 class FrankaTableEnv(gym.Env):
-    """Franka Panda + table + 5 cm cube with one exterior camera.
+    """Franka Panda + table + 5 cm cube with an exterior camera (and optionally a wrist one).
 
-    Observation: ``{"image": uint8 [H, W, 3], "state": float32 [7], "qpos": float32 [9]}``.
+    Observation: ``{"image": uint8 [H, W, 3], "state": float32 [7], "qpos": float32 [9]}``;
+    W = H x the number of ``cameras`` (the views side by side; ``("exterior",)`` by default).
     Action: float ``[7]`` delta ``[dx, dy, dz, droll, dpitch, dyaw, dgripper]`` (robots.franka
     layout); huge values are clipped by the safety filter, NaN or a wrong shape raise
     :class:`ActionError`. Episodes are truncated after the task's ``episode_length`` steps and
@@ -119,11 +121,15 @@ class FrankaTableEnv(gym.Env):
         limits: FrankaLimits | None = None,
         render_mode: str | None = "rgb_array",
         task_overrides: list[str] | None = None,
+        cameras: tuple[str, ...] | str = ("exterior",),
     ) -> None:
         check_env_args(task, image_size, seed)
         image_size = int(image_size)
         self.task = make_task(task, task_overrides) if isinstance(task, str) else task
-        self.backend = make_backend(backend, image_size) if isinstance(backend, str) else backend
+        if isinstance(backend, str):
+            backend = make_backend(backend, image_size, cameras=check_cameras(cameras))
+        self.backend = backend
+        self.cameras = tuple(getattr(backend, "cameras", ("exterior",)))
         self.image_size = image_size
         self.render_mode = render_mode
         self.safety = SafetyFilter(limits)
@@ -132,7 +138,9 @@ class FrankaTableEnv(gym.Env):
         self.action_space = spaces.Box(-high, high, dtype=np.float32)
         self.observation_space = spaces.Dict(
             {
-                "image": spaces.Box(0, 255, (image_size, image_size, 3), dtype=np.uint8),
+                "image": spaces.Box(
+                    0, 255, (image_size, image_size * len(self.cameras), 3), dtype=np.uint8
+                ),
                 "state": spaces.Box(-4.0, 4.0, (STATE_DIM,), dtype=np.float32),
                 "qpos": spaces.Box(-4.0, 4.0, (9,), dtype=np.float32),
             }

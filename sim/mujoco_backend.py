@@ -22,7 +22,7 @@ from sim.backend import (  # noqa: E402
     finger_joint_from_closedness,
 )
 from sim.hand import GRASP_FORCE, TOUCH_DISTANCE, holds, width_from_closedness  # noqa: E402
-from sim.scene import scene_xml  # noqa: E402
+from sim.scene import check_cameras, scene_xml  # noqa: E402
 
 ARM_JOINTS = tuple(f"robot:panda0_joint{i}" for i in range(1, 8))
 FINGER_JOINTS = ("robot:panda0_finger_joint1", "robot:panda0_finger_joint2")
@@ -58,8 +58,10 @@ class MujocoBackend:
         image_size: int = 256,
         control_dt: float = CONTROL_DT,
         ik_damping: float = 0.05,
+        cameras: tuple[str, ...] | str = ("exterior",),
     ) -> None:
         self.image_size = int(image_size)
+        self.cameras = check_cameras(cameras)
         self.model = mujoco.MjModel.from_xml_string(scene_xml(offscreen=self.image_size))
         self.data = mujoco.MjData(self.model)
         self._ik_data = mujoco.MjData(self.model)  # scratch copy for kinematic IK
@@ -89,7 +91,7 @@ class MujocoBackend:
         model.dof_armature[self._finger_dadr()] = 0.1
         self._setup_grasp_sensing()
         self._renderer: mujoco.Renderer | None = None
-        self._camera = model.camera("exterior").id
+        self._camera_ids = [model.camera(name).id for name in self.cameras]
         _LIVE.add(self)
 
     def _finger_dadr(self) -> np.ndarray:
@@ -254,14 +256,18 @@ class MujocoBackend:
         mujoco.mj_forward(self.model, self.data)
 
     def render(self) -> np.ndarray:
-        """RGB uint8 [image_size, image_size, 3] from the exterior camera."""
+        """RGB uint8 [image_size, image_size x len(cameras), 3]: each camera's square view, side
+        by side in the order of ``cameras`` (the exterior camera alone by default)."""
         if self._renderer is None:
             self._renderer = mujoco.Renderer(self.model, self.image_size, self.image_size)
             # Registered after the GL display exists, so it runs before the display's teardown.
             atexit.unregister(_close_all)
             atexit.register(_close_all)
-        self._renderer.update_scene(self.data, camera=self._camera)
-        return self._renderer.render().copy()
+        views = []
+        for camera in self._camera_ids:
+            self._renderer.update_scene(self.data, camera=camera)
+            views.append(self._renderer.render().copy())
+        return views[0] if len(views) == 1 else np.concatenate(views, axis=1)
 
     def close(self) -> None:
         """Free the renderer's GL context (safe to call twice)."""

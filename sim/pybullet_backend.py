@@ -31,7 +31,7 @@ from sim.hand import (
     holds,
     width_from_closedness,
 )
-from sim.scene import CAMERA_FOVY, CAMERA_POSITION, CAMERA_TARGET, TABLE_HEIGHT
+from sim.scene import CAMERA_FOVY, CAMERA_POSITION, CAMERA_TARGET, TABLE_HEIGHT, check_cameras
 
 PANDA_URDF = "franka_panda/panda.urdf"
 ARM_JOINTS = tuple(range(7))  # panda_joint1..7 (Franka's own zeros, unlike the MJCF)
@@ -95,7 +95,14 @@ class PybulletBackend:
         image_size: int = 256,
         control_dt: float = CONTROL_DT,
         ik_damping: float = 0.05,
+        cameras: tuple[str, ...] | str = ("exterior",),
     ) -> None:
+        self.cameras = check_cameras(cameras)
+        if self.cameras != ("exterior",):
+            raise ValueError(
+                "the pybullet backend renders the exterior camera only, not "
+                f"{','.join(self.cameras)} (use backend mujoco for a wrist view)"
+            )
         self.image_size = int(image_size)
         self.substeps = max(1, round(control_dt / TIMESTEP))
         self.control_dt = self.substeps * TIMESTEP

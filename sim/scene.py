@@ -1,6 +1,7 @@
 """The MuJoCo scene: the Franka Panda arm + hand description and meshes shipped with the
 installed ``gymnasium_robotics`` package (referenced by path, not copied), placed at the origin of
-our own MJCF with a table, a red 5 cm cube, lights and one fixed DROID-style exterior camera.
+our own MJCF with a table, a red 5 cm cube, lights, one fixed DROID-style exterior camera and a
+wrist camera on the hand (rendered only when asked for: ``cameras``).
 
 World frame = robot base frame: the base sits at the origin, x points away from the robot over
 the table, z up, and the table top is the plane z = 0.
@@ -22,6 +23,14 @@ TABLE_HEIGHT = 0.75  # the floor is this far below the table top
 CAMERA_POSITION = np.array([1.15, -0.78, 0.72])
 CAMERA_TARGET = np.array([0.33, 0.0, 0.28])
 CAMERA_FOVY = 50.0
+# Wrist camera, fixed to link7 (its frame; z runs along the hand toward the fingertips): beside
+# the hand, across the fingers' closing axis, looking past the fingertips, so the fingers close
+# sideways in its image and the cube between them covers many patches (DROID records one too).
+WRIST_CAMERA_POSITION = np.array([0.075, -0.075, 0.10])
+WRIST_CAMERA_TARGET = np.array([0.0, 0.0, 0.32])
+WRIST_CAMERA_FOVY = 85.0
+# Cameras a backend can render, in the order of a multi-view image (views side by side).
+CAMERAS = ("exterior", "wrist")
 # The kitchen Panda's fingers are 1.75 x Franka's (0.054 m) long: their lowest collision capsule
 # ends 0.0945 m past the finger base, which sits 0.1654 m along link7's z axis.
 FINGER_BASE = 0.1654
@@ -47,10 +56,13 @@ def franka_assets_dir() -> Path:
     return folder
 
 
-def look_at_xyaxes(position: np.ndarray, target: np.ndarray) -> str:
-    """MJCF ``xyaxes`` of a camera at ``position [3]`` looking at ``target [3]``, z up."""
+def look_at_xyaxes(
+    position: np.ndarray, target: np.ndarray, up: tuple[float, float, float] = (0.0, 0.0, 1.0)
+) -> str:
+    """MJCF ``xyaxes`` of a camera at ``position [3]`` looking at ``target [3]`` with ``up``
+    (in the parent frame) toward the top of its image."""
     forward = (target - position) / np.linalg.norm(target - position)
-    right = np.cross(forward, [0.0, 0.0, 1.0])
+    right = np.cross(forward, up)
     right /= np.linalg.norm(right)
     up = np.cross(right, forward)
     return " ".join(f"{v:.6f}" for v in (*right, *up))
@@ -73,6 +85,15 @@ def _robot_elements(folder: Path) -> tuple[list[ET.Element], ET.Element, ET.Elem
         size="0.005",
         rgba="0 1 0 0",
         group="4",
+    )
+    ET.SubElement(
+        link7,
+        "camera",
+        name="wrist",
+        pos=" ".join(f"{v:.4f}" for v in WRIST_CAMERA_POSITION),
+        # the arm (link7's -z) at the top of the image, the fingertips at the bottom
+        xyaxes=look_at_xyaxes(WRIST_CAMERA_POSITION, WRIST_CAMERA_TARGET, up=(0.0, 0.0, -1.0)),
+        fovy=f"{WRIST_CAMERA_FOVY}",
     )
     actuator = ET.parse(folder / "actuator.xml").getroot().find("actuator")
     return shared, arm, actuator
@@ -138,6 +159,40 @@ def scene_xml(offscreen: int = 640) -> str:
     root.find("worldbody").append(arm)
     root.append(actuator)
     return ET.tostring(root, encoding="unicode")
+
+
+def check_cameras(cameras: tuple[str, ...] | list[str] | str) -> tuple[str, ...]:
+    """Camera names of a multi-view image, checked (comma-separated string or sequence).
+
+    Raises:
+        ValueError: empty, repeated or unknown names (the message lists the known ones).
+    """
+    names = tuple(cameras.split(",")) if isinstance(cameras, str) else tuple(cameras)
+    names = tuple(str(name).strip() for name in names)
+    unknown = [name for name in names if name not in CAMERAS]
+    if not names or unknown or len(set(names)) != len(names):
+        raise ValueError(
+            f"cameras must be distinct names among {', '.join(CAMERAS)}, got {','.join(names)!r}"
+        )
+    return names
+
+
+def cameras_for_views(views: int) -> tuple[str, ...]:
+    """The cameras a world model with ``views`` views per image takes, in order (exterior
+    first, then the wrist camera).
+
+    Raises:
+        ValueError: more views than this scene has cameras.
+    """
+    if not 1 <= views <= len(CAMERAS):
+        raise ValueError(f"the sim has {len(CAMERAS)} cameras ({', '.join(CAMERAS)}), not {views}")
+    return CAMERAS[:views]
+
+
+def first_views(image: np.ndarray, views: int) -> np.ndarray:
+    """The first ``views`` square views of a side-by-side multi-view image ``[H, k x H, 3]``
+    (a single-view model gets the exterior camera of a two-camera render)."""
+    return image[:, : views * image.shape[0]]
 
 
 def project_to_camera(points: np.ndarray, image_size: int) -> np.ndarray:

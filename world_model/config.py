@@ -77,6 +77,10 @@ class WorldModelConfig:
     patch_size: int = 16
     tubelet_size: int = 2
     num_frames: int = 64
+    # Camera views per image, side by side (W = views x H; e.g. exterior + wrist): each view is
+    # encoded as its own img_size square and their tokens are one frame of views x grid^2
+    # tokens (columns continue across views). 1 = the release's single view.
+    views: int = 1
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     readout: ReadoutConfig = field(default_factory=ReadoutConfig)
@@ -85,6 +89,8 @@ class WorldModelConfig:
     def __post_init__(self) -> None:
         if self.img_size % self.patch_size:
             raise ConfigError(f"img_size {self.img_size} is not a multiple of {self.patch_size}")
+        if not 1 <= self.views <= 4:
+            raise ConfigError(f"views must be 1 to 4 camera views per image, got {self.views}")
         for name, dim, heads in (
             ("encoder", self.encoder.embed_dim, self.encoder.num_heads),
             ("predictor", self.predictor.predictor_embed_dim, self.predictor.num_heads),
@@ -105,8 +111,8 @@ class WorldModelConfig:
 
     @property
     def num_patches(self) -> int:
-        """Tokens per frame (N)."""
-        return self.grid_size**2
+        """Tokens per frame (N): ``views`` x grid^2."""
+        return self.views * self.grid_size**2
 
     @property
     def max_frames(self) -> int:

@@ -1,6 +1,7 @@
 """The video ViT encoder (Conv3d tubelet patches, 3-D RoPE) and the one place where camera
-images become model input: uint8 RGB HWC -> centre square crop -> bilinear resize -> ImageNet
-normalisation -> a tubelet of two copies of each frame."""
+images become model input: uint8 RGB HWC -> (multi-view images: one square per view) -> centre
+square crop -> bilinear resize -> ImageNet normalisation -> a tubelet of two copies of each
+frame."""
 
 from __future__ import annotations
 
@@ -51,15 +52,38 @@ def as_image_batch(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return images
 
 
-def preprocess_images(
-    images: np.ndarray | torch.Tensor, img_size: int, device: torch.device | str = "cpu"
-) -> torch.Tensor:
-    """uint8 RGB images -> normalised float32 [B, 3, img_size, img_size] on ``device``.
+def split_views(batch: torch.Tensor, views: int) -> torch.Tensor:
+    """Images of ``views`` square views side by side, uint8 [B, H, views x H, 3] ->
+    [B x views, H, H, 3] (image-major: image 0's views first).
 
-    Centre-crops to a square, resizes bilinearly (align_corners False, no antialias, as the
-    release's video transforms do) when the size differs, then applies ImageNet mean/std.
+    Raises:
+        ImageError: the width is not ``views`` x the height.
     """
-    batch = as_image_batch(images).to(device)
+    if views == 1:
+        return batch
+    height, width = batch.shape[1:3]
+    if width != views * height:
+        raise ImageError(
+            f"this world model takes {views} camera views side by side (an image {views} x as "
+            f"wide as high, e.g. sim.make(..., cameras='exterior,wrist')), got "
+            f"{height}x{width}"
+        )
+    return batch.unflatten(2, (views, height)).transpose(1, 2).flatten(0, 1)
+
+
+def preprocess_images(
+    images: np.ndarray | torch.Tensor,
+    img_size: int,
+    device: torch.device | str = "cpu",
+    views: int = 1,
+) -> torch.Tensor:
+    """uint8 RGB images -> normalised float32 [B x views, 3, img_size, img_size] on ``device``.
+
+    Splits multi-view images into their views (:func:`split_views`), centre-crops each to a
+    square, resizes bilinearly (align_corners False, no antialias, as the release's video
+    transforms do) when the size differs, then applies ImageNet mean/std.
+    """
+    batch = split_views(as_image_batch(images).to(device), views)
     height, width = batch.shape[1:3]
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
@@ -131,10 +155,11 @@ class VideoEncoder(nn.Module):
         """Encode single frames, each as a tubelet of copies of itself.
 
         Args:
-            pixels: [B, 3, H, W] normalised frames.
+            pixels: [B x views, 3, H, W] normalised frames (``preprocess_images``' output).
 
         Returns:
-            [B, N, D] raw encoder output.
+            [B, N, D] raw encoder output, N = views x grid^2 (each image's views in a row).
         """
         clip = pixels.unsqueeze(2).expand(-1, -1, self.config.tubelet_size, -1, -1)
-        return self.forward(clip)
+        tokens = self.forward(clip)
+        return tokens.unflatten(0, (-1, self.config.views)).flatten(1, 2)

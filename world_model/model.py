@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -68,14 +69,16 @@ class WorldModel(nn.Module):
 
         Args:
             images: uint8 RGB [B, H, W, 3] or [H, W, 3] (numpy or torch), any size: they are
-                centre-cropped to a square and resized to ``config.img_size``.
+                centre-cropped to a square and resized to ``config.img_size`` (a model with
+                ``config.views`` > 1 takes its views side by side, W = views x H, and does
+                this per view).
             states: accepted and ignored (shared protocol with the ground-truth-state model).
 
         Returns:
             [B, N, D] float32 on the model's device (computed without autograd: the encoder
             is frozen for planning and predictor training).
         """
-        pixels = preprocess_images(images, self.config.img_size, self.device)
+        pixels = preprocess_images(images, self.config.img_size, self.device, self.config.views)
         with self._autocast():
             raw = self.encoder.encode_frames(pixels)
         return layer_norm_latents(raw.float())
@@ -309,3 +312,21 @@ def build(
             torch.nn.init.zeros_(model.predictor.predictor_proj.weight)
             torch.nn.init.zeros_(model.predictor.predictor_proj.bias)
     return model.eval()
+
+
+def with_views(model: WorldModel, views: int) -> WorldModel:
+    """A copy of ``model`` that takes ``views`` camera views side by side, with the same encoder
+    and predictor weights (neither depends on the token count: the views share the encoder,
+    the predictor's columns continue across them). The readout and critic heads, whose
+    position embeddings are per token, are left out: train them for the new layout.
+    """
+    config = copy.deepcopy(model.config)
+    config.views = int(views)
+    config.readout.enabled = False
+    config.critic.enabled = False
+    config.__post_init__()
+    with torch.device(model.device):
+        widened = WorldModel(config)
+    widened.encoder.load_state_dict(model.encoder.state_dict())
+    widened.predictor.load_state_dict(model.predictor.state_dict())
+    return widened.eval()

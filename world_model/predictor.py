@@ -51,12 +51,16 @@ class ACPredictor(nn.Module):
     def _rope_tables(
         config: WorldModelConfig, head_dim: int, device: torch.device | str
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rotary tables for every token of every frame. Patches get (frame, row, col); the
-        action and state tokens get (frame, 0, 0), i.e. only the temporal rotation."""
+        """Rotary tables for every token of every frame. Patches get (frame, row, col), the
+        columns of a multi-view model's later views continuing past the first's (the views sit
+        side by side); the action and state tokens get (frame, 0, 0), i.e. only the temporal
+        rotation."""
         grid, frames = config.grid_size, config.max_frames
-        ids = torch.arange(grid * grid, device=device)
+        ids = torch.arange(grid * grid, device=device).repeat(config.views)
+        view = torch.arange(config.views, device=device).repeat_interleave(grid * grid)
         cond = torch.zeros(COND_TOKENS, dtype=torch.long, device=device)
-        row, col = torch.cat((cond, ids // grid)), torch.cat((cond, ids % grid))
+        row = torch.cat((cond, ids // grid))
+        col = torch.cat((cond, ids % grid + view * grid))
         frame = torch.arange(frames, device=device).repeat_interleave(row.numel())
         cos, sin = rope_table(frame, row.repeat(frames), col.repeat(frames), head_dim)
         return cos.view(frames, row.numel(), -1), sin.view(frames, row.numel(), -1)

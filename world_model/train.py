@@ -29,7 +29,7 @@ from world_model.data.lerobot import LeRobotReader, is_lerobot_dataset
 from world_model.devices import DeviceError
 from world_model.errors import CheckpointError, CheckpointNotFoundError, ImageResizeWarning
 from world_model.files import write_json
-from world_model.model import WorldModel, build
+from world_model.model import WorldModel, build, with_views
 from world_model.regularizers import REGULARIZERS, RegularizerSection
 from world_model.train_critic import CriticObjective, CriticSection
 from world_model.train_encoder import EncoderObjective
@@ -119,6 +119,9 @@ class TrainConfig:
 
     model: str = "small"
     init: str | None = None
+    # Camera views of the trained model when it starts from ``init``: a single-view checkpoint
+    # is widened (same encoder and predictor weights; world_model.model.with_views).
+    views: int | None = None
     out: str = "runs/train"
     device: str = "auto"
     precision: str = "auto"
@@ -156,9 +159,13 @@ def load_train_config(name_or_path: str, overrides: list[str] | None = None) -> 
 
 
 def initial_model(config: TrainConfig, device: torch.device) -> WorldModel:
-    """The model to start from: ``init`` loaded, else ``model`` built with ``seed``."""
+    """The model to start from: ``init`` loaded (widened to ``views`` camera views when set
+    and the checkpoint takes fewer), else ``model`` built with ``seed``."""
     if config.init:
-        return load_model(config.init, device=device)
+        model = load_model(config.init, device=device)
+        if config.views is not None and config.views != model.config.views:
+            model = with_views(model, config.views)
+        return model
     return build(config.model, device=device, seed=config.seed)
 
 
@@ -179,14 +186,29 @@ def dataset_source(data: DataSection, img_size: int):
     )
 
 
-def note_frame_size(reader, img_size: int) -> None:
+def note_frame_size(reader, img_size: int, views: int = 1) -> None:
     """Say once (``ImageResizeWarning``) when a native dataset's frames are not the model's
-    input size: every frame is then resized on every step, and upsampled frames only blur."""
+    input size: every frame is then resized on every step, and upsampled frames only blur.
+
+    Raises:
+        ConfigError: the dataset's camera views (``info.cameras`` of jepa-mpc collect, or the
+            frames' shape) are not the ``views`` the model takes.
+    """
     meta = getattr(reader, "meta", None)
     size = meta.get("image_size") if isinstance(meta, dict) else None
-    if not size or tuple(size) == (img_size, img_size):
+    info = meta.get("info") if isinstance(meta, dict) else None
+    cameras = info.get("cameras", ["exterior"]) if isinstance(info, dict) else ["exterior"]
+    recorded = len(cameras) if isinstance(cameras, list) else 1
+    if recorded != views or (size and views > 1 and size[1] != views * size[0]):
+        shape = f"{size[0]}x{size[1]}" if size else "unknown size"
+        raise ConfigError(
+            f"the dataset's frames ({shape}, cameras {cameras}) are not the {views} camera "
+            f"view(s) side by side the model takes: record with jepa-mpc collect --cameras "
+            f"{','.join(['exterior', 'wrist'][:views])}"
+        )
+    if not size or tuple(size) == (img_size, img_size * views):
         return
-    height, width = size
+    height, width = size[0], size[1] // views
     change = "upsampled" if min(height, width) < img_size else "downsampled"
     warnings.warn(
         f"the dataset's frames are {height}x{width} and the model takes {img_size}x{img_size}: "
@@ -261,7 +283,7 @@ def train(stage: str, config: TrainConfig) -> Path:
         start = int(state["step"])
     dataset = make_dataset(stage, config, model, objective, info, start)
     if info.is_main and stage != "critic":
-        note_frame_size(dataset.reader, model.config.img_size)
+        note_frame_size(dataset.reader, model.config.img_size, model.config.views)
     loader = DataLoader(
         dataset,
         batch_size=None,

@@ -44,11 +44,12 @@ class JointModel(nn.Module):
         self.predictor = model.predictor
         self.readout = model.readout
         self.img_size = model.config.img_size
+        self.views = model.config.views
 
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 [B, T, H, W, 3] -> layer-normed latents [B, T, N, D], with gradients."""
         batch, length = frames.shape[:2]
-        pixels = preprocess_images(frames.flatten(0, 1), self.img_size, frames.device)
+        pixels = preprocess_images(frames.flatten(0, 1), self.img_size, frames.device, self.views)
         raw = self.encoder.encode_frames(pixels)
         return layer_norm_latents(raw.float()).unflatten(0, (batch, length))
 

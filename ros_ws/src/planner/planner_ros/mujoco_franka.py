@@ -41,6 +41,9 @@ PARAMETERS: dict[str, object] = {
     "task": "reach",
     "backend": "mujoco",
     "image_size": 128,
+    # views side by side in each published image: "exterior" or "exterior,wrist" (what a
+    # two-view world model such as sim-small v2 takes)
+    "cameras": "exterior",
     "seed": -1,  # < 0: unseeded
     "rate_hz": 10.0,  # camera/state publishing and control tick rate
     "frame_id": "base",  # robot base frame of poses
@@ -165,6 +168,7 @@ class MujocoFrankaNode(Node):
                 backend=param("backend"),
                 image_size=int(param("image_size")),
                 seed=seed if seed >= 0 else None,
+                cameras=str(param("cameras")),
             )
             obs = self._reset(env)
         except BaseException as error:  # noqa: BLE001 - re-raised in the constructor
