@@ -17,10 +17,12 @@ pytest.importorskip("sim", reason="the MuJoCo simulator (sim) is not importable"
 import rclpy  # noqa: E402
 from geometry_msgs.msg import PoseStamped  # noqa: E402
 from planner_ros import bringup  # noqa: E402
+from planner_ros.bringup import sim_cameras  # noqa: E402
 from planner_ros.models import preset_for  # noqa: E402
 from planner_ros.runtime import init_context, spin_nodes, wait_for  # noqa: E402
 from std_srvs.srv import Trigger  # noqa: E402
 
+import world_model  # noqa: E402
 from sim.tasks import load_task_config  # noqa: E402
 
 DOMAIN_ID = 160 + os.getpid() % 60  # unique per test module and process
@@ -200,6 +202,7 @@ def test_bringup_defaults_come_from_the_config_files():
     assert sim["goal_planner"]["checkpoint"] == "sim-small"  # plans from pixels
     assert sim["goal_planner"]["config"] == ""  # planner.config.default_preset: fast here
     assert sim["mujoco_franka"]["image_size"] == 128  # what sim-small was trained on
+    assert sim["mujoco_franka"]["cameras"] == sim_cameras("sim-small")  # the model's views
     real = bringup.node_parameters(bringup.BringupOptions(use_sim=False))
     assert set(real) == {"goal_planner"}
     assert real["goal_planner"]["checkpoint"] == "sim-small"  # never the sim-only state model
@@ -220,6 +223,19 @@ def test_bringup_defaults_come_from_the_config_files():
     params = bringup.node_parameters(options)
     assert (params["mujoco_franka"]["seed"], params["mujoco_franka"]["image_size"]) == (4, 64)
     assert params["goal_planner"]["verify"] == "strict"
+
+
+def test_bringup_gives_the_sim_the_views_of_the_planners_model(tmp_path):
+    world_model.save(world_model.build("small-2view", seed=0), tmp_path / "wide")
+    options, _, _ = bringup.parse_args(["--checkpoint", str(tmp_path / "wide")])
+    assert bringup.node_parameters(options)["mujoco_franka"]["cameras"] == "exterior,wrist"
+    options, _, _ = bringup.parse_args(["--checkpoint", "state"])
+    assert bringup.node_parameters(options)["mujoco_franka"]["cameras"] == "exterior"
+    options, _, _ = bringup.parse_args(
+        ["--checkpoint", str(tmp_path / "wide"), "--set", "mujoco_franka.cameras=exterior"]
+    )
+    assert bringup.node_parameters(options)["mujoco_franka"]["cameras"] == "exterior"
+    assert sim_cameras("/no/such/model") == "exterior"  # check_parameters names that one
 
 
 def test_bringup_rejects_bad_set_options():

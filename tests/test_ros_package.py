@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "ros_ws" / "src" / "planner"
 LAUNCH = PACKAGE / "launch" / "franka_goal.launch.py"
 LAUNCH_ARGUMENTS = {
     *("use_sim", "task", "goal_image", "checkpoint", "planner", "device"),
-    *("verify", "seed", "image_size"),
+    *("verify", "seed", "image_size", "cameras"),
 }
 
 
@@ -78,6 +78,7 @@ def test_launch_file_is_valid_python_with_the_documented_arguments(tmp_path):
     # verifies strictly.
     assert defaults["checkpoint"] == defaults["planner"] == defaults["device"] == ""
     assert defaults["verify"] == defaults["seed"] == defaults["image_size"] == ""
+    assert defaults["cameras"] == ""  # the views the world model takes (bringup.launch_cameras)
     strings = {n.value for n in ast.walk(tree) if isinstance(n, ast.Constant)}
     assert {"goal_planner", "mujoco_franka"} <= strings  # executables of setup.py
     for config in ("goal_planner.yaml", "mujoco_franka.yaml", "franka_real.yaml"):

@@ -15,12 +15,13 @@ Spec grammar (``MODEL_SPEC_HELP``):
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 
 from robots.config import CONFIG_DIR
-from world_model.checkpoint import find_checkpoint, load
+from world_model.checkpoint import CONFIG_FILE, find_checkpoint, load
 from world_model.checksums import Verify
 from world_model.config import load_model_config
 from world_model.errors import CheckpointNotFoundError, ModelSpecError
@@ -84,6 +85,32 @@ def check_model_spec(spec: str | Path) -> None:
         raise _with_preset_hint(error, path) from None
     if preset:
         load_model_config(preset)
+
+
+def model_views(spec: str | Path) -> int:
+    """Camera views per image the model a spec names takes (``WorldModelConfig.views``), read
+    from its config without loading weights: 1 for ``state`` and official checkpoints.
+
+    Raises:
+        what :func:`check_model_spec` raises for a spec that names nothing.
+    """
+    check_model_spec(spec)
+    text = _spec_text(spec)
+    if text == STATE:
+        return 1
+    if text.startswith(RANDOM_PREFIX):
+        return load_model_config(text.removeprefix(RANDOM_PREFIX)).views
+    path, _, preset = text.partition("#")
+    if preset:
+        return load_model_config(preset).views
+    config = find_checkpoint(path) / CONFIG_FILE
+    if not config.is_file():
+        return 1
+    try:
+        views = json.loads(config.read_text()).get("views", 1)
+    except (OSError, ValueError, AttributeError):
+        return 1  # a broken config is loading's to report, with its own message
+    return views if isinstance(views, int) and not isinstance(views, bool) else 1
 
 
 def _spec_text(spec: str | Path) -> str:

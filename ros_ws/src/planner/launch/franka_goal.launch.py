@@ -14,6 +14,8 @@ Arguments:
                 record refuses too) | false.
     seed        sim episode seed (an int >= 0; the sim's ~/reset continues the seeded sequence).
     image_size  sim camera image side in pixels (sim-small was trained on 128).
+    cameras     sim views side by side in each image: exterior | exterior,wrist ('' = the views
+                the checkpoint's world model takes).
 
 Every argument but use_sim and task defaults to '' = the value in the config files: sim-small
 with the fast preset (icem for other checkpoints), verify true (config/goal_planner.yaml),
@@ -39,6 +41,7 @@ ARGUMENTS = (
     ("verify", "", "checkpoint sha256: true | strict | false ('' = config: true; real arm strict)"),
     ("seed", "", "sim episode seed, an int >= 0 ('' = config files: unseeded)"),
     ("image_size", "", "sim camera image side in pixels ('' = config files: 128)"),
+    ("cameras", "", "sim views: exterior | exterior,wrist ('' = the world model's views)"),
 )
 # goal_planner parameters set by launch arguments: parameter -> argument.
 PLANNER_ARGUMENTS = {
@@ -73,6 +76,14 @@ def _given(context, arguments: dict[str, str]) -> dict[str, str]:
     return {name: value for name, value in given.items() if value}
 
 
+def _sim_cameras(context) -> str:
+    """The ``cameras`` argument, or the views the planner's world model takes."""
+    from planner_ros.bringup import launch_cameras
+
+    given = LaunchConfiguration("cameras").perform(context)
+    return given or launch_cameras(LaunchConfiguration("checkpoint").perform(context))
+
+
 def _nodes(context) -> list[Node]:
     """The sim node (if ``use_sim``) and the goal planner, with config/*.yaml parameters."""
     use_sim = LaunchConfiguration("use_sim").perform(context).lower() in ("true", "1")
@@ -90,6 +101,7 @@ def _nodes(context) -> list[Node]:
                     PathJoinSubstitution([config_dir, "mujoco_franka.yaml"]),
                     {
                         "task": LaunchConfiguration("task"),
+                        "cameras": _sim_cameras(context),
                         **{k: _typed(v) for k, v in _given(context, SIM_ARGUMENTS).items()},
                     },
                 ],

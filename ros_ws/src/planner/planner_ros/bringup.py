@@ -72,7 +72,31 @@ def node_parameters(options: BringupOptions) -> dict[str, dict[str, Any]]:
         if node not in params:
             raise BringupError(f"--set names node {node!r}, which is not started")
         params[node].update(values)
+    sim_overrides = options.overrides.get("mujoco_franka", {})
+    if "mujoco_franka" in params and "cameras" not in sim_overrides:
+        params["mujoco_franka"]["cameras"] = sim_cameras(planner.get("checkpoint"))
     return params
+
+
+def launch_cameras(checkpoint: str) -> str:
+    """``sim_cameras`` for the launch file's ``checkpoint`` argument ('' = the one
+    config/goal_planner.yaml names)."""
+    if not checkpoint:
+        checkpoint = load_params(config_file("goal_planner"), "goal_planner").get("checkpoint")
+    return sim_cameras(checkpoint)
+
+
+def sim_cameras(checkpoint: object) -> str:
+    """The camera views the sim publishes side by side: those the planner's world model takes
+    (exterior, or exterior + wrist for a two-view model); ``exterior`` when the checkpoint
+    names nothing (``check_parameters`` reports that)."""
+    from sim.scene import cameras_for_views
+    from world_model.resolve import model_views
+
+    try:
+        return ",".join(cameras_for_views(model_views(str(checkpoint))))
+    except (ValueError, FileNotFoundError):
+        return "exterior"
 
 
 def check_parameters(params: dict[str, dict[str, Any]]) -> None:
