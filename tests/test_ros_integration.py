@@ -129,6 +129,36 @@ def test_sim_publishes_the_subgoals_on_the_benchmark_schedule(ros_env):
         rclpy.shutdown(context=context)
 
 
+def test_sim_publishes_both_views_side_by_side_for_a_two_view_model(ros_env):
+    from planner_ros.conversions import image_to_array
+    from planner_ros.mujoco_franka import MujocoFrankaNode
+    from planner_ros.runtime import as_parameters
+    from planner_ros.topics import LATCHED_QOS, SENSOR_QOS
+    from sensor_msgs.msg import Image
+
+    context = init_context(DOMAIN_ID)
+    sim_node = MujocoFrankaNode(
+        context=context,
+        parameter_overrides=as_parameters(
+            {"task": "grasp", "image_size": 32, "seed": 5, "cameras": "exterior,wrist"}
+        ),
+    )
+    probe = rclpy.create_node("view_probe", context=context)
+    seen: dict[str, tuple[int, ...]] = {}
+    for topic, qos in (("camera/image", SENSOR_QOS), ("goal/image", LATCHED_QOS)):
+        probe.create_subscription(
+            Image, topic, lambda msg, t=topic: seen.setdefault(t, image_to_array(msg).shape), qos
+        )
+    try:
+        with spin_nodes(context, [sim_node, probe]):
+            assert wait_for(lambda: len(seen) == 2, 30.0), seen
+        assert seen == {"camera/image": (32, 64, 3), "goal/image": (32, 64, 3)}
+    finally:
+        sim_node.destroy_node()
+        probe.destroy_node()
+        rclpy.shutdown(context=context)
+
+
 def test_sim_steps_once_per_pose_and_gripper_command(ros_env):
     """A command's two messages make one control step, not two, even when a sim tick falls
     between them (40 ms apart here, in either order; the sim ticks every 100 ms)."""
