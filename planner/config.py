@@ -3,6 +3,7 @@ actions are searched, and which terms the energy has."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -234,14 +235,44 @@ def validate(config: PlannerConfig) -> PlannerConfig:
 
 FAST_PRESET = "fast"
 FALLBACK_PRESET = "icem"
+# actor.policy value: the proposal policy beside the world model (its checkpoint folder's
+# policy.safetensors), so one preset serves every model that ships a policy.
+MODEL_POLICY = "model"
 
 
 def default_preset(model: str) -> str:
-    """The preset to plan with when none is named: ``fast`` for the model its policy was
-    trained on (``configs/planner/fast.yaml``'s ``actor.policy``: sim-small), else ``icem``
-    (the amortised actor refuses a policy that does not fit the model)."""
-    fast = load_planner_config(FAST_PRESET)
-    return FAST_PRESET if str(model) == fast.actor.policy else FALLBACK_PRESET
+    """The preset to plan with when none is named: ``fast`` for a model that ships a proposal
+    policy beside it (``policy.safetensors`` in its checkpoint folder: sim-small, sim-small-v2),
+    else ``icem``. Only looks for the file."""
+    from planner.policy import POLICY_FILE
+    from world_model.checkpoint import find_checkpoint
+
+    try:
+        folder = find_checkpoint(str(model))
+    except (OSError, ValueError):  # state, random:<preset>, nothing there
+        return FALLBACK_PRESET
+    return FAST_PRESET if (folder / POLICY_FILE).is_file() else FALLBACK_PRESET
+
+
+def with_model_policy(config: PlannerConfig, world_model: object) -> PlannerConfig:
+    """``config`` with ``actor.policy: model`` replaced by the folder the world model was
+    loaded from (``WorldModel.source``); other configs unchanged.
+
+    Raises:
+        ConfigError: ``actor.policy`` is ``model`` but the world model was not loaded from a
+            checkpoint (built in memory, the state model).
+    """
+    if config.actor.policy != MODEL_POLICY:
+        return config
+    source = getattr(world_model, "source", None)
+    if source is None:
+        raise ConfigError(
+            f"actor.policy: model means the policy beside the world model's checkpoint, and this "
+            f"{type(world_model).__name__} was not loaded from one; set actor.policy to a policy "
+            "file or folder (or none)"
+        )
+    actor = dataclasses.replace(config.actor, policy=str(source))
+    return dataclasses.replace(config, actor=actor)
 
 
 def load_planner_config(

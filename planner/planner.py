@@ -16,7 +16,7 @@ import torch
 
 from planner.actors import ActionSpace, Problem, make_actor
 from planner.actors.base import EvaluationBatch
-from planner.config import PlannerConfig, load_planner_config
+from planner.config import PlannerConfig, load_planner_config, with_model_policy
 from planner.cost import Cost
 from planner.image_sizes import ImageSizes
 from planner.inputs import PlanInputError, content_key, split_observation
@@ -103,6 +103,7 @@ class Planner:
         device: "auto" (CUDA when available), "cpu", "cuda", ...; one that this machine does
             not have is a ``world_model.devices.DeviceError`` (a ``ValueError``).
         """
+        config = with_model_policy(config, world_model)
         self.config = config
         self.device = resolve_device(device)
         if isinstance(world_model, torch.nn.Module):

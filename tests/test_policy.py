@@ -13,7 +13,7 @@ import world_model
 from jepa_mpc.cli import main as cli_main
 from planner import Planner
 from planner.actors import ActionSpace
-from planner.config import load_planner_config
+from planner.config import default_preset, load_planner_config
 from planner.policy import (
     PolicyConfig,
     PolicyError,
@@ -196,6 +196,25 @@ def test_train_policy_cli_writes_a_policy_that_fast_loads(small_dataset, tmp_pat
     assert planner.plan({"image": IMAGE, "state": START}, {"image": IMAGE}).actions.shape == (1, 7)
     assert main([*argv[2:], *tiny_search, "actor.nope=1"]) == 2
     assert "nope" in capsys.readouterr().err
+
+
+def test_fast_takes_the_policy_beside_the_model_and_is_the_default_there(tmp_path, model):
+    """``actor.policy: model`` (fast.yaml) = the policy.safetensors in the checkpoint folder;
+    ``default_preset`` is fast exactly for folders that hold one."""
+    folder = tmp_path / "with_policy"
+    world_model.save(world_model.build("tiny", seed=0), folder)
+    assert default_preset(str(folder)) == "icem"  # no policy yet
+    config = load_planner_config("fast", FAST)
+    limit = tuple(float(v) for v in ActionSpace(config.bounds).limit)
+    loaded = world_model.load(folder)
+    policy = ProposalPolicy(PolicyConfig(loaded.num_patches, loaded.latent_dim, 1, limit=limit))
+    save_policy(policy, folder / "policy.safetensors")
+    assert default_preset(str(folder)) == "fast" and default_preset("state") == "icem"
+    planner = Planner.from_config("fast", str(folder), "cpu", FAST)
+    assert planner.config.actor.policy == str(folder)
+    assert planner.plan({"image": IMAGE, "state": START}, {"image": IMAGE}).actions.shape == (1, 7)
+    with pytest.raises(ValueError, match="actor.policy: model means the policy beside"):
+        Planner.from_config("fast", model, "cpu", FAST)  # built in memory: no folder
 
 
 def test_bad_fast_settings_are_refused_by_name(model):

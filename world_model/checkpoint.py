@@ -367,6 +367,7 @@ def load(
     model = _empty_model(config)
     load_state_strict(model, state)
     model.predictor.reset_rope("cpu")
+    model.source = path  # where files made for this model live (the fast preset's policy)
     return model.to(device).eval()
 
 

@@ -45,6 +45,7 @@ class WorldModel(nn.Module):
         self.critic = Critic(config) if config.critic.enabled else None
         self.autocast_dtype: torch.dtype | None = None
         self.compiled_step = None
+        self.source: Path | None = None  # the checkpoint it was loaded from (world_model.load)
         self._graph_mode = False
 
     @property
