@@ -150,30 +150,27 @@ def main(argv: list[str] | None = None) -> int:
                 str(out),
             ]
         )
-    if "bench" in stages:  # v2 and v1 (the bundled sim-small), each with its own policy
-        for name, spec in (("v2", str(model)), ("v1", "sim-small")):
-            run(
-                [
-                    *cli,
-                    "bench",
-                    "--tasks",
-                    args.tasks,
-                    "--planners",
-                    PLANNER,
-                    "--models",
-                    spec,
-                    "--baselines",
-                    "",
-                    "--episodes",
-                    str(args.eval_episodes),
-                    "--device",
-                    "cpu",
-                    "--no-verify",
-                    "--out",
-                    str(work / f"bench_{name}"),
-                    f"actor.policy={spec}",
-                ]
-            )
+    if "bench" in stages:  # v2 beside v1 (the bundled sim-small), each with its own policy
+        run(
+            [
+                *cli,
+                "bench",
+                "--tasks",
+                args.tasks,
+                "--planners",
+                PLANNER,
+                "--models",
+                f"{model},sim-small",
+                "--baselines",
+                "",
+                "--episodes",
+                str(args.eval_episodes),
+                "--device",
+                "cpu",
+                "--out",
+                str(work / "bench"),
+            ]
+        )
     return 0
 
 
