@@ -62,6 +62,10 @@ class CostConfig:
             cost-to-go from the end of the imagined rollout (its final predicted latent and
             integrated state) to the goal; 0 (default): no such term. Needs a model with a
             critic (``jepa-mpc train critic``).
+        view_weights: for a multi-view model (``config.views``: exterior, wrist), the weight of
+            each view's tokens in the goal and path distances (the distance is then the
+            weighted mean of the views' distances); null (default): every token alike. One
+            weight per view, else the planner refuses the model.
     """
 
     goal_weight: float = 1.0
@@ -73,6 +77,7 @@ class CostConfig:
     readout_weights: list[float] = field(default_factory=lambda: [0.0] * 7)
     readout_gripper_threshold: float | None = None
     critic_weight: float = 0.0
+    view_weights: list[float] | None = None
 
     def __post_init__(self) -> None:
         if self.distance not in LATENT_DISTANCES:
@@ -88,6 +93,14 @@ class CostConfig:
         if not _nonnegative(self.critic_weight):
             raise ConfigError(
                 f"cost.critic_weight must be a finite number >= 0, got {self.critic_weight!r}"
+            )
+        views = self.view_weights
+        if views is not None and (
+            not views or not all(_nonnegative(w) for w in views) or not sum(views) > 0
+        ):
+            raise ConfigError(
+                f"cost.view_weights must be null or one finite weight >= 0 per camera view, not "
+                f"all 0, got {views!r}"
             )
         threshold = self.readout_gripper_threshold
         if threshold is not None and not (_nonnegative(threshold) and 0 < threshold < 1):

@@ -21,7 +21,8 @@ class Cost:
 
     Terms, each multiplied by its weight in ``CostConfig`` and summed:
       goal       mean |ẑ_H - z_goal| over the N x D elements of the last frame (paper);
-                 with ``distance: l2`` the root mean square of ẑ_H - z_goal instead.
+                 with ``distance: l2`` the root mean square of ẑ_H - z_goal instead; with
+                 ``view_weights`` the views' means weighted (multi-view models).
       path       the same distance averaged over all predicted frames 1..H (pulls the
                  intermediate frames toward the goal too: shorter, more direct motions).
       action     mean over the horizon of the L1 norm of each 7-D action (prefers small steps).
@@ -67,11 +68,7 @@ class Cost:
             [S] energies (differentiable).
         """
         config = self.config
-        difference = predicted - goal_latent.unsqueeze(1)
-        if config.distance == "l2":
-            distance = difference.square().mean(dim=(-2, -1)).sqrt()  # [S, H]
-        else:
-            distance = difference.abs().mean(dim=(-2, -1))  # [S, H]
+        distance = self.latent_distance(predicted, goal_latent)  # [S, H]
         energy = config.goal_weight * distance[:, -1]
         if config.path_weight:
             energy = energy + config.path_weight * distance.mean(dim=1)
@@ -90,6 +87,22 @@ class Cost:
                 predicted, goal_latent, actions, start_state
             )
         return energy
+
+    def latent_distance(self, predicted: torch.Tensor, goal_latent: torch.Tensor) -> torch.Tensor:
+        """Distance [S, H] of each predicted frame [S, H, N, D] from the goal [1 or S, N, D]:
+        the mean over tokens of |difference| (``l1``) or of its square, rooted (``l2``); with
+        ``view_weights`` the views' means (N = views x tokens per view) weighted."""
+        difference = predicted - goal_latent.unsqueeze(1)
+        per_token = difference.square() if self.config.distance == "l2" else difference.abs()
+        per_token = per_token.mean(dim=-1)  # [S, H, N]
+        weights = self.config.view_weights
+        if weights is None:
+            mean = per_token.mean(dim=-1)
+        else:
+            views = per_token.unflatten(-1, (len(weights), -1)).mean(dim=-1)  # [S, H, V]
+            scale = torch.tensor(weights, dtype=views.dtype, device=views.device)
+            mean = (views * scale).sum(dim=-1) / scale.sum()
+        return mean.sqrt() if self.config.distance == "l2" else mean
 
     def cost_to_go(
         self,

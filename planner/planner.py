@@ -120,6 +120,13 @@ class Planner:
                 f"({type(world_model).__name__} has none; train one with `jepa-mpc train "
                 "readout`, or set the weights to 0)"
             )
+        weights = config.cost.view_weights
+        views = getattr(getattr(world_model, "config", None), "views", 1)
+        if weights is not None and len(weights) != views:
+            raise ConfigError(
+                f"cost.view_weights has {len(weights)} weight(s) but the world model takes "
+                f"{views} camera view(s) per image: give one per view (or null)"
+            )
         if config.cost.uses_critic and not has_critic(world_model):
             raise ConfigError(
                 "cost.critic_weight needs a world model with a critic "

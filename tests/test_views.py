@@ -180,3 +180,20 @@ def test_the_bench_gives_each_model_its_own_views(tmp_path: Path) -> None:
     results = json.loads((out / "results.json").read_text())
     methods = {episode["method"] for episode in results["episodes"]}
     assert methods == {"icem@wide", "icem@narrow"}
+
+
+def test_the_bundled_two_view_model_loads_verified_and_plans_with_fast(two_view_env) -> None:
+    """sim-small-v2: exterior + wrist views, its own proposal policy beside it (fast)."""
+    from planner.config import default_preset
+
+    model = world_model.load("sim-small-v2", verify="strict")
+    assert model.config.views == 2 and model.num_patches == 128 and model.readout is not None
+    assert default_preset("sim-small-v2") == "fast"
+    planner = Planner.from_config("fast", "sim-small-v2", "cpu", ["cpu_threads=1"])
+    env = sim.make("grasp", image_size=128, seed=10000, cameras="exterior,wrist")
+    try:
+        obs, _ = env.reset(seed=10000)
+        plan = planner.plan(obs, env.unwrapped.subgoals()[0])
+    finally:
+        env.close()
+    assert plan.action.shape == (7,) and np.isfinite(plan.action).all()

@@ -1,6 +1,6 @@
 """The built wheel is usable where the source tree is not: it holds every preset of ``configs/``,
-the bundled ``sim-small`` model (with its checksum records) and the app layer, its console
-script points at ``jepa_mpc.cli``, and ``jepa-mpc presets`` run from the unpacked wheel, away
+the bundled models (``sim-small``, ``sim-small-v2``, with their checksum records) and the app
+layer, its console script points at ``jepa_mpc.cli``, and ``jepa-mpc presets`` run from the unpacked wheel, away
 from the checkout, finds the presets. (No install, no torch download: the wheel is built from a
 copy of the sources with the interpreter's own setuptools and unpacked.)"""
 
@@ -45,8 +45,9 @@ def test_wheel_holds_the_presets_the_bundled_model_and_the_apps(wheel: Path) -> 
     names = set(zipfile.ZipFile(wheel).namelist())
     presets = {p.relative_to(REPO).as_posix() for p in (REPO / "configs").rglob("*.yaml")}
     assert presets and presets <= names, sorted(presets - names)
-    model = {f"world_model/checkpoints/sim-small/{name}" for name in BUNDLED}
-    assert model <= names, sorted(model - names)
+    for bundled in ("sim-small", "sim-small-v2"):
+        model = {f"world_model/checkpoints/{bundled}/{name}" for name in BUNDLED}
+        assert model <= names, sorted(model - names)
     apps = {p.relative_to(REPO).as_posix() for p in (REPO / "jepa_mpc").glob("*.py")}
     assert apps <= names, sorted(apps - names)
     assert not any(name.startswith(("tests/", "ros_ws/", "scripts/")) for name in names)

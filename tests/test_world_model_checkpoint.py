@@ -256,8 +256,9 @@ def saved(tmp_path: Path) -> Path:
     return world_model.save(world_model.build("tiny", seed=0), tmp_path / "tiny")
 
 
-def test_bundled_card_lists_every_file_with_its_hash() -> None:
-    folder = CHECKPOINT_DIR / "sim-small"
+@pytest.mark.parametrize("name", ["sim-small", "sim-small-v2"])
+def test_bundled_card_lists_every_file_with_its_hash(name: str) -> None:
+    folder = CHECKPOINT_DIR / name
     hashes = read_card(folder / "MODEL_CARD.md")
     records = ("MODEL_CARD.md", "SHA256SUMS")
     files = sorted(path.name for path in folder.iterdir() if path.name not in records)
