@@ -1,8 +1,8 @@
 """The built wheel is usable where the source tree is not: it holds every preset of ``configs/``,
 the bundled models (``sim-small``, ``sim-small-v2``, with their checksum records) and the app
-layer, its console script points at ``jepa_mpc.cli``, and ``jepa-mpc presets`` run from the unpacked wheel, away
-from the checkout, finds the presets. (No install, no torch download: the wheel is built from a
-copy of the sources with the interpreter's own setuptools and unpacked.)"""
+layer, its console script points at ``jepa_mpc.cli``, and ``jepa-mpc presets`` run from the
+unpacked wheel, away from the checkout, finds the presets. (No install, no torch download: the
+wheel is built from a copy of the sources with the interpreter's own setuptools and unpacked.)"""
 
 from __future__ import annotations
 
