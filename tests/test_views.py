@@ -197,3 +197,20 @@ def test_the_bundled_two_view_model_loads_verified_and_plans_with_fast(two_view_
     finally:
         env.close()
     assert plan.action.shape == (7,) and np.isfinite(plan.action).all()
+
+
+def test_view_weights_weigh_each_views_tokens_and_must_fit_the_model() -> None:
+    from planner.config import CostConfig
+    from planner.cost import Cost
+
+    predicted = torch.zeros(1, 1, 4, 2)
+    predicted[..., 2:, :] = 1.0  # the second view's two tokens differ by 1, the first's by 0
+    goal = torch.zeros(1, 4, 2)
+    plain = Cost(CostConfig()).latent_distance(predicted, goal)
+    weighted = Cost(CostConfig(view_weights=[3.0, 1.0])).latent_distance(predicted, goal)
+    assert plain.item() == pytest.approx(0.5) and weighted.item() == pytest.approx(0.25)
+    for bad in ([], [0.0, 0.0], [1.0, -1.0]):
+        with pytest.raises(ConfigError, match="cost.view_weights must be null or one"):
+            CostConfig(view_weights=bad)
+    with pytest.raises(ConfigError, match="has 2 weight.* takes 1 camera view"):
+        Planner.from_config("icem", world_model.build("tiny"), "cpu", ["cost.view_weights=[1,1]"])
