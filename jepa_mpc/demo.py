@@ -52,8 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--planner",
         default=None,
-        help="configs/planner preset or YAML (default: fast with sim-small, whose policy it "
-        "uses; else icem)",
+        help="configs/planner preset or YAML (default: fast for a model that ships a proposal "
+        "policy, such as sim-small; else icem)",
     )
     parser.add_argument(
         "--override",

@@ -56,7 +56,8 @@ def verify_name(verify: bool | str) -> str:
 
 def preset_for(config: str, checkpoint: str) -> str:
     """The preset the ``config`` parameter names: itself, or where it is empty
-    ``planner.config.default_preset`` (fast for sim-small, whose policy it uses, else icem)."""
+    ``planner.config.default_preset`` (fast for a checkpoint that ships a proposal policy,
+    such as sim-small; else icem)."""
     from planner.config import default_preset
 
     return config or default_preset(checkpoint)
