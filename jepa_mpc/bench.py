@@ -35,9 +35,10 @@ import torch
 import sim
 from jepa_mpc import bench_report as report
 from jepa_mpc.bench_config import BASELINES, BenchConfig, BenchError, Method, model_label
-from jepa_mpc.bench_episodes import model_views, run_configuration
+from jepa_mpc.bench_episodes import run_configuration
 from jepa_mpc.bench_progress import ConfigurationProgress, Interrupted, interruptible
 from planner import load_planner_config
+from planner.protocol import model_views
 from robots.config import load_config
 from sim.backend import BACKENDS
 from sim.goals import SUBGOAL_SCHEDULES

@@ -22,7 +22,7 @@ from jepa_mpc import bench_report as report
 from jepa_mpc.bench_config import BenchConfig, Method
 from planner import Planner
 from planner.batching import RolloutBatcher
-from planner.protocol import LatentWorldModel, model_device
+from planner.protocol import LatentWorldModel, model_device, model_views
 from sim.experts import expert_action
 from sim.goals import episode_goals, goal_schedule
 from sim.scene import first_views
@@ -61,11 +61,6 @@ class ExpertPolicy:
 
     def act(self, env, obs, goal):
         return expert_action(env), None, None
-
-
-def model_views(world_model) -> int:
-    """Camera views per image the world model takes (1 for the ground-truth-state model)."""
-    return int(getattr(getattr(world_model, "config", None), "views", 1))
 
 
 class PlannerPolicy:

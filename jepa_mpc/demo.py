@@ -136,7 +136,7 @@ def run_episode(model, planner, seed: int, steps: int | None) -> dict:
     import sim
     from sim.scene import cameras_for_views
 
-    cameras = cameras_for_views(getattr(model.config, "views", 1))
+    cameras = cameras_for_views(model.config.views)
     env = sim.make("reach", image_size=model.config.img_size, seed=seed, cameras=cameras)
     view = None
     try:

@@ -20,9 +20,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from jepa_mpc.bench_episodes import PlannerPolicy, model_views
+from jepa_mpc.bench_episodes import PlannerPolicy
 from planner import Planner
 from planner import soak_metrics as metrics
+from planner.protocol import model_views
 from world_model.console import CommandLineParser, device_option, progress_bar
 from world_model.files import write_json
 from world_model.state_model import StateWorldModel

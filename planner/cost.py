@@ -45,6 +45,8 @@ class Cost:
         if self.config.uses_critic and critic is None:
             raise ValueError("cost.critic_weight is set but no critic was given to the cost")
         self.critic = critic
+        weights = self.config.view_weights  # normalised once: the hot path only multiplies
+        self._view_scale = None if weights is None else torch.tensor(weights) / sum(weights)
 
     def __call__(
         self,
@@ -93,15 +95,13 @@ class Cost:
         the mean over tokens of |difference| (``l1``) or of its square, rooted (``l2``); with
         ``view_weights`` the views' means (N = views x tokens per view) weighted."""
         difference = predicted - goal_latent.unsqueeze(1)
-        per_token = difference.square() if self.config.distance == "l2" else difference.abs()
-        per_token = per_token.mean(dim=-1)  # [S, H, N]
-        weights = self.config.view_weights
-        if weights is None:
-            mean = per_token.mean(dim=-1)
+        per_element = difference.square() if self.config.distance == "l2" else difference.abs()
+        if self._view_scale is None:
+            mean = per_element.mean(dim=(-2, -1))
         else:
-            views = per_token.unflatten(-1, (len(weights), -1)).mean(dim=-1)  # [S, H, V]
-            scale = torch.tensor(weights, dtype=views.dtype, device=views.device)
-            mean = (views * scale).sum(dim=-1) / scale.sum()
+            scale = self._view_scale.to(per_element.device, per_element.dtype)
+            views = per_element.unflatten(-2, (len(scale), -1)).mean(dim=(-2, -1))  # [S, H, V]
+            mean = (views * scale).sum(dim=-1)
         return mean.sqrt() if self.config.distance == "l2" else mean
 
     def cost_to_go(

@@ -20,7 +20,13 @@ from planner.config import PlannerConfig, load_planner_config, with_model_policy
 from planner.cost import Cost
 from planner.image_sizes import ImageSizes
 from planner.inputs import PlanInputError, content_key, split_observation
-from planner.protocol import LatentWorldModel, ReadoutWorldModel, model_device, same_device
+from planner.protocol import (
+    LatentWorldModel,
+    ReadoutWorldModel,
+    model_device,
+    model_views,
+    same_device,
+)
 from robots.config import ConfigError
 from robots.franka import ACTION_DIM, GRIPPER, SafetyFilter, load_limits
 from world_model.devices import resolve_device
@@ -120,8 +126,7 @@ class Planner:
                 f"({type(world_model).__name__} has none; train one with `jepa-mpc train "
                 "readout`, or set the weights to 0)"
             )
-        weights = config.cost.view_weights
-        views = getattr(getattr(world_model, "config", None), "views", 1)
+        weights, views = config.cost.view_weights, model_views(world_model)
         if weights is not None and len(weights) != views:
             raise ConfigError(
                 f"cost.view_weights has {len(weights)} weight(s) but the world model takes "
@@ -139,9 +144,7 @@ class Planner:
         self.actor = make_actor(config.actor, self.space, world_model)
         self.safety = SafetyFilter(load_limits(config.robot))
         model_config = getattr(world_model, "config", None)  # None: the model sees no pixels
-        self.image_sizes = ImageSizes(
-            getattr(model_config, "img_size", None), getattr(model_config, "views", 1)
-        )
+        self.image_sizes = ImageSizes(getattr(model_config, "img_size", None), views)
         self.generator = torch.Generator(device=self.device)
         self.autocast_dtype = autocast_dtype(config.precision, self.device)
         self.cpu_threads: int | str = config.cpu_threads if self.device.type == "cpu" else 0

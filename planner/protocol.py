@@ -51,6 +51,12 @@ def model_device(model: LatentWorldModel) -> torch.device:
     return torch.device("cpu")
 
 
+def model_views(model: LatentWorldModel) -> int:
+    """Camera views per image the world model takes (``config.views``; 1 for a model without
+    a config, such as the ground-truth-state model)."""
+    return int(getattr(getattr(model, "config", None), "views", 1))
+
+
 def same_device(a: torch.device, b: torch.device) -> bool:
     """Whether two devices are the same, with an unset CUDA index meaning the current one
     (``cuda`` and ``cuda:0`` are the same device on a one-GPU machine)."""

@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     model = world_model.resolve_model(args.model, "cpu", verify=not args.no_verify)
     size = args.image_size or model.config.img_size
-    cameras = cameras_for_views(getattr(model.config, "views", 1))
+    cameras = cameras_for_views(model.config.views)
     env = sim.make("grasp", image_size=size, cameras=cameras)
     try:
         rows = [probe_scene(env, model, seed, args.top_tokens) for seed in range(args.scenes)]

@@ -162,6 +162,15 @@ def test_collect_records_the_cameras_and_training_checks_them(tmp_path: Path) ->
     assert trained.config.views == 2 and trained.num_patches == 32
 
 
+def test_the_masked_encoder_stage_refuses_a_two_view_model(tmp_path: Path) -> None:
+    """Its masks span one view's grid: a two-view model trains end to end (train joint)."""
+    from world_model.train_encoder import EncoderObjective
+
+    config = load_train_config("encoder_tiny", [f"data.root={tmp_path}"])
+    with pytest.raises(ConfigError, match="single-view models; this one takes 2 views"):
+        EncoderObjective(two_view_tiny(), config.encoder, seed=0, rank=0, total_steps=1)
+
+
 def test_the_bench_gives_each_model_its_own_views(tmp_path: Path) -> None:
     """A two-view and a single-view model side by side in one run: the env renders both
     cameras, the single-view planner gets the exterior view alone."""

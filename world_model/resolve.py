@@ -87,7 +87,7 @@ def check_model_spec(spec: str | Path) -> None:
         load_model_config(preset)
 
 
-def model_views(spec: str | Path) -> int:
+def spec_views(spec: str | Path) -> int:
     """Camera views per image the model a spec names takes (``WorldModelConfig.views``), read
     from its config without loading weights: 1 for ``state`` and official checkpoints.
 

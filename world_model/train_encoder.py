@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from robots.config import ConfigError
 from world_model.config import mlp_hidden_dim
 from world_model.encoder import VideoEncoder, layer_norm_latents, preprocess_images
 from world_model.layers import Block, init_weights, rope_table
@@ -118,7 +119,16 @@ class EncoderObjective:
     metric_names = ("loss", "regularizer")
 
     def __init__(self, model: WorldModel, config, seed: int, rank: int, total_steps: int):
-        """Args: model: world model whose encoder is trained; config: ``EncoderSection``."""
+        """Args: model: world model whose encoder is trained; config: ``EncoderSection``.
+
+        Raises:
+            ConfigError: a multi-view model (its masks would span a single view's grid; train
+                it with ``jepa-mpc train joint``)."""
+        if model.config.views != 1:
+            raise ConfigError(
+                f"the V-JEPA encoder stage trains single-view models; this one takes "
+                f"{model.config.views} views (train it end to end: jepa-mpc train joint)"
+            )
         self.model, self.config = model, config
         self.seed, self.rank, self.total_steps = seed, rank, total_steps
         latent_dim = model.config.encoder.embed_dim

@@ -91,10 +91,10 @@ def sim_cameras(checkpoint: object) -> str:
     (exterior, or exterior + wrist for a two-view model); ``exterior`` when the checkpoint
     names nothing (``check_parameters`` reports that)."""
     from sim.scene import cameras_for_views
-    from world_model.resolve import model_views
+    from world_model.resolve import spec_views
 
     try:
-        return ",".join(cameras_for_views(model_views(str(checkpoint))))
+        return ",".join(cameras_for_views(spec_views(str(checkpoint))))
     except (ValueError, FileNotFoundError):
         return "exterior"
 
