@@ -32,6 +32,7 @@ import sim
 import world_model
 from robots.franka import rollout_states
 from sim.experts import expert_action
+from sim.scene import cameras_for_views
 from sim.tasks import EVALUATION_SEEDS_START
 from world_model.files import write_json
 
@@ -132,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     rng = np.random.default_rng(0)
     results: dict[str, list[dict[str, float]]] = {}
     for task in args.tasks.split(","):
-        env = sim.make(task, image_size=args.image_size)
+        env = sim.make(
+            task, image_size=args.image_size, cameras=cameras_for_views(model.config.views)
+        )
         try:
             rows = []
             for seed in range(args.seed, args.seed + args.episodes):

@@ -281,3 +281,48 @@ def test_the_imagined_step_bound_caches_random_moves_and_bounds_one_step(
 
     assert bound(value=8.0, start_value=10.0) == pytest.approx(((9.0 - 8.0) / 10.0) ** 2)
     assert bound(value=9.5, start_value=10.0) == 0.0  # a step may shorten the way by 1
+
+
+def test_the_ranking_prefers_the_data_action_over_a_random_one(
+    data_dir, tiny_residual, tmp_path
+) -> None:
+    from world_model.train_critic import CriticObjective
+
+    out = tmp_path / "run"
+    config = critic_config(
+        data_dir, out, "critic.rank_weight=1.0", "steps=120", model=str(tiny_residual)
+    )
+    train("critic", config)
+    rows = read_metrics(out)
+    assert rows[-1]["ranked"] > rows[0]["ranked"] and rows[-1]["ranked"] >= 0.8
+
+    model = world_model.load(out / "model")
+    objective = CriticObjective(model, config.critic, data_dir, out, verbose=False)
+    batch = next(iter(objective.stream(64, seed=5, rank=0, start=0, tasks=None)))
+    goals = objective.cache.encoded[batch["goal"]].float()
+    negative = batch["negative"]
+
+    def ranking(data_value: float, random_value: float) -> tuple[float, float]:
+        """The term with a critic that rates the data action's outcome ``data_value`` and the
+        random action's ``random_value`` (the data's is scored first)."""
+        values = iter((data_value, random_value))
+
+        def critic(latents, states, goal):
+            return torch.full((len(latents),), next(values))
+
+        loss, ranked = objective.ranking(
+            critic, batch["frame"], goals, negative, contextlib.nullcontext
+        )
+        return float(loss), float(ranked)
+
+    assert ranking(data_value=2.0, random_value=30.0) == (0.0, 1.0)  # in order by > margin
+    loss, ranked = ranking(data_value=7.0, random_value=2.0)  # the random action rated better
+    assert ranked == 0.0 and loss >= (5.0 / 10.0) ** 2
+
+
+def test_the_ranking_needs_a_predicted_step(data_dir, tmp_path) -> None:
+    config = critic_config(
+        data_dir, tmp_path / "run", "critic.rank_weight=1.0", "critic.rollout_steps=0"
+    )
+    with pytest.raises(ConfigError, match="rank_weight needs critic.rollout_steps"):
+        train("critic", config)

@@ -16,6 +16,13 @@ to the goal than frame t itself, V(ẑ_{t+1}(a), s_{t+1}(a), g) >= V'(z_t, s_t, 
 ranks hundreds of such imagined outcomes and picks the lowest; without the bound the critic is
 free to be optimistic about outcomes no episode showed, and the planner finds them.
 
+and, on the data's own steps (``rank_weight``), a ranking: from frame t toward a same-episode
+goal, the predictor's latent after the episode's own action must score at least a margin lower
+than its latent after a random action, V(ẑ_{t+1}(a_data)) + m <= V(ẑ_{t+1}(a_random)), the margin
+m (``rank_margin`` steps) shrinking with how close the random action lands to the data's. This
+is what a 1-step planner asks of the critic: the *local* order of its candidates, which the
+regression targets alone taught no better than the latent L1 energy (docs/sim_small.md).
+
 j - p is what the episode took (an upper bound); the temporal-difference term, from a slowly
 moving copy V' of the critic (EMA, ``target_momentum``), is lower where the critic has learned
 a shorter way (stitching episodes; an episode idling at its goal). Encoded latents of every
@@ -40,6 +47,9 @@ from world_model.critic_data import LatentCache, load_or_build_cache
 from world_model.model import WorldModel
 from world_model.train_loop import ema_update
 
+RANK_DISTANCE = 0.03  # metres between the two actions' end positions for the full margin
+RANK_GRIPPER = 0.5  # gripper difference between them for the full margin
+
 
 @dataclass
 class CriticSection:
@@ -58,7 +68,11 @@ class CriticSection:
             move): a frame of one is not a negative for a frame of another (the hand gets
             there in a few steps).
         imagined_weight: weight of the one-step bound on imagined random actions (0: off; the
-            cache then holds no random-action predictions).
+            cache then holds no random-action predictions unless ``rank_weight`` is on).
+        rank_weight: weight of the ranking of the data's action over a random one (0: off;
+            needs ``rollout_steps`` >= 1: the data action's 1-step prediction).
+        rank_margin: the ranking's margin in steps for a random action that lands
+            ``RANK_DISTANCE`` or more from where the data's action does (less: proportionally).
         target_momentum: EMA momentum of the temporal-difference target network.
         encode_batch: frames per encoder / predictor call while building the cache.
         cache_latents: keep the cache in ``out/critic_latents.pt`` (a resumed run reuses it).
@@ -74,6 +88,8 @@ class CriticSection:
     negative_weight: float = 1.0
     free_goal_tasks: list[str] = field(default_factory=lambda: ["reach"])
     imagined_weight: float = 0.0
+    rank_weight: float = 0.0
+    rank_margin: float = 1.0
     target_momentum: float = 0.99
     encode_batch: int = 64
     cache_latents: bool = True
@@ -90,8 +106,10 @@ def check_section(section: CriticSection) -> None:
         raise ConfigError("critic.rollout_steps must be >= 0, hidden and max_steps >= 1")
     if not 0.0 <= section.target_momentum < 1.0 or section.negative_weight < 0:
         raise ConfigError("critic.target_momentum must be in [0, 1), negative_weight >= 0")
-    if section.imagined_weight < 0:
-        raise ConfigError("critic.imagined_weight must be >= 0")
+    if section.imagined_weight < 0 or section.rank_weight < 0 or section.rank_margin < 0:
+        raise ConfigError("critic.imagined_weight, rank_weight and rank_margin must be >= 0")
+    if section.rank_weight > 0 and section.rollout_steps < 1:
+        raise ConfigError("critic.rank_weight needs critic.rollout_steps >= 1")
 
 
 class CriticSamples(IterableDataset):
@@ -201,7 +219,7 @@ class CriticObjective:
     """Training state of the critic stage: the frozen model, its latent cache, the trainable
     ``module`` (the critic; a model without one gets a fresh one) and the EMA target copy."""
 
-    metric_names = ("loss", "positive_mae", "negative_value", "ordered", "imagined")
+    metric_names = ("loss", "positive_mae", "negative_value", "ordered", "imagined", "ranked")
 
     def __init__(
         self,
@@ -231,7 +249,7 @@ class CriticObjective:
             section.encode_batch,
             cache_file,
             verbose,
-            explore=section.imagined_weight > 0,
+            explore=section.imagined_weight > 0 or section.rank_weight > 0,
         )
         model.critic.train()
         self.module = model.critic
@@ -283,14 +301,19 @@ class CriticObjective:
         if self.section.imagined_weight > 0:
             imagined = self.imagined_bound(module, batch["frame"], goals, autocast)
             loss = loss + self.section.imagined_weight * imagined
+        ranking, ranked = loss.new_zeros(()), loss.new_zeros(())
+        if self.section.rank_weight > 0:
+            ranking, ranked = self.ranking(module, batch["frame"], goals, negative, autocast)
+            loss = loss + self.section.rank_weight * ranking
         positive = ~negative
         moving = positive & (steps_left > 0)
         return {
             "loss": loss,
-            "positive_mae": _masked_mean((value - target).abs(), positive),
-            "negative_value": _masked_mean(value, negative),
+            "positive_mae": _masked_mean((value - target).detach().abs(), positive),
+            "negative_value": _masked_mean(value.detach(), negative),
             "ordered": _masked_mean((value > bootstrap).float(), moving),
             "imagined": imagined.detach(),
+            "ranked": ranked,
         }
 
     def imagined_bound(
@@ -309,6 +332,43 @@ class CriticObjective:
             explored = cache.explored[frame].to(device, torch.float32)
             value = module(explored, moved_state, goals).float()
         return ((floor - value).clamp_min(0.0) / OUTPUT_SCALE).square().mean()
+
+    def ranking(
+        self,
+        module: nn.Module,
+        frame: torch.Tensor,
+        goals: torch.Tensor,
+        negative: torch.Tensor,
+        autocast,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ranking loss of the data's action over the cached random one from ``frame`` [B]
+        (see the module docstring) and the share of pairs already in order, over the rows
+        with a same-episode goal and a next frame.
+
+        Returns:
+            (mean squared margin violation in ``OUTPUT_SCALE`` units, share ranked, detached).
+        """
+        cache, device = self.cache, self.model.device
+        last = cache.first[cache.episode_of[frame]] + cache.length[cache.episode_of[frame]] - 1
+        rows = (~negative.cpu() & (frame < last)).to(device)
+        following = torch.minimum(frame + 1, last)
+        start_state = cache.states[frame].to(device)
+        moves = cache.explored_actions[frame].to(device)[:, None]  # [B, 1, 7]
+        random_state = rollout_states(start_state, moves)[:, -1]
+        data_state = cache.states[following].to(device)
+        apart = (random_state[:, :3] - data_state[:, :3]).norm(dim=-1) / RANK_DISTANCE
+        apart = apart + (random_state[:, 6] - data_state[:, 6]).abs() / RANK_GRIPPER
+        margin = self.section.rank_margin * apart.clamp(max=1.0)
+        with autocast():
+            data_value = module(
+                cache.predicted[0, frame].to(device, torch.float32), data_state, goals
+            ).float()
+            random_value = module(
+                cache.explored[frame].to(device, torch.float32), random_state, goals
+            ).float()
+        violation = (data_value + margin - random_value).clamp_min(0.0) / OUTPUT_SCALE
+        loss = _masked_mean(violation.square(), rows)
+        return loss, _masked_mean((random_value > data_value).float(), rows).detach()
 
     def begin_step(self, step: int) -> None:
         """Nothing to do (the samples are a function of the step)."""
@@ -329,6 +389,7 @@ class CriticObjective:
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` where ``mask`` (0 when empty), detached (a logged figure)."""
+    """Mean of ``values`` where ``mask`` (0 when empty); differentiable (detach a logged
+    figure's values)."""
     mask = mask.to(values.dtype)
-    return (values.detach() * mask).sum() / mask.sum().clamp_min(1.0)
+    return (values * mask).sum() / mask.sum().clamp_min(1.0)
