@@ -326,3 +326,14 @@ def test_the_ranking_needs_a_predicted_step(data_dir, tmp_path) -> None:
     )
     with pytest.raises(ConfigError, match="rank_weight needs critic.rollout_steps"):
         train("critic", config)
+
+
+def test_the_cache_holds_the_chosen_tasks_episodes_only(data_dir) -> None:
+    from world_model.critic_data import build_cache
+
+    model = world_model.build("tiny", seed=0)
+    cache = build_cache(model, data_dir, rollout_steps=1, verbose=False, tasks=["push"])
+    assert cache.tasks == ["push"] * 4 and len(cache.encoded) == 4 * FRAMES
+    assert cache.episode_of.tolist() == [e for e in range(4) for _ in range(FRAMES)]
+    with pytest.raises(ConfigError, match="no episode of the tasks"):
+        build_cache(model, data_dir, rollout_steps=1, verbose=False, tasks=["grasp"])

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from robots.config import ConfigError
 from world_model.data import actions_from_states, open_reader
 from world_model.model import WorldModel
 from world_model.train_loop import atomic_save
@@ -112,15 +113,19 @@ def build_cache(
     batch: int = 64,
     verbose: bool = True,
     explore: bool = False,
+    tasks: list[str] | None = None,
 ) -> LatentCache:
-    """Encode (and predict from) every frame of ``source`` (a dataset folder or reader)."""
+    """Encode (and predict from) every frame of ``source`` (a dataset folder or reader), of
+    the episodes of ``tasks`` only when given (their order kept; cache episode i is the i-th
+    of them)."""
     reader = open_reader(source)
+    chosen = chosen_episodes(reader.episodes, tasks)
     generator = torch.Generator().manual_seed(0)
     encoded, predicted, states, episode_of, tasks = [], [], [], [], []
     explored, explored_actions = [], []
     began = time.perf_counter()
-    for index in range(len(reader.episodes)):
-        episode = reader.episode(index)
+    for index, number in enumerate(chosen):
+        episode = reader.episode(number)
         frames = torch.from_numpy(episode.frames)
         state = torch.from_numpy(episode.states).float().to(model.device)
         latents = torch.cat(
@@ -144,7 +149,7 @@ def build_cache(
         tasks.append(episode.task)
         if verbose and (index + 1) % 25 == 0:
             print(
-                f"[train critic] cached {index + 1}/{len(reader.episodes)} episodes "
+                f"[train critic] cached {index + 1}/{len(chosen)} episodes "
                 f"({time.perf_counter() - began:.0f} s)",
                 flush=True,
             )
@@ -169,6 +174,18 @@ def build_cache(
     )
 
 
+def chosen_episodes(episodes: list[dict], tasks: list[str] | None) -> list[int]:
+    """Indices of the dataset's ``episodes`` of ``tasks`` (all of them for None).
+
+    Raises:
+        ConfigError: no episode of those tasks.
+    """
+    chosen = [i for i, e in enumerate(episodes) if tasks is None or e["task"] in tasks]
+    if not chosen:
+        raise ConfigError(f"no episode of the tasks {tasks} in the dataset")
+    return chosen
+
+
 def load_or_build_cache(
     model: WorldModel,
     source,
@@ -177,11 +194,14 @@ def load_or_build_cache(
     cache_file: Path | None,
     verbose: bool = True,
     explore: bool = False,
+    tasks: list[str] | None = None,
 ) -> LatentCache:
-    """The cache from ``cache_file`` when it holds this model's and dataset's latents, else
-    built (and written there atomically, when a file is given)."""
+    """The cache from ``cache_file`` when it holds this model's and dataset's latents (of the
+    episodes of ``tasks``, when given), else built (and written there atomically, when a file
+    is given)."""
     reader = open_reader(source)
-    key = fingerprint(model, reader.episodes, rollout_steps, explore)
+    episodes = [reader.episodes[i] for i in chosen_episodes(reader.episodes, tasks)]
+    key = fingerprint(model, episodes, rollout_steps, explore)
     if cache_file is not None and cache_file.is_file():
         try:
             stored = torch.load(cache_file, map_location="cpu", weights_only=True)
@@ -197,7 +217,7 @@ def load_or_build_cache(
                 stacklevel=2,
             )
     began = time.perf_counter()
-    cache = build_cache(model, reader, rollout_steps, batch, verbose, explore)
+    cache = build_cache(model, reader, rollout_steps, batch, verbose, explore, tasks)
     if verbose:
         print(
             f"[train critic] latent cache: {len(cache.states)} frames, {rollout_steps} step(s) "

@@ -248,7 +248,9 @@ def make_objective(stage: str, model: WorldModel, config: TrainConfig, info: Dis
         return ReadoutObjective(model)
     if stage == "critic":
         source = dataset_source(config.data, model.config.img_size)
-        return CriticObjective(model, config.critic, source, Path(config.out), info.is_main)
+        return CriticObjective(
+            model, config.critic, source, Path(config.out), info.is_main, config.data.tasks
+        )
     clip_len, tubelet = config.data.clip_len, model.config.tubelet_size
     if config.encoder.regularizer.kind != "none" and config.batch_size < 2:
         raise ConfigError("encoder.regularizer needs batch_size >= 2 (it compares clips)")

@@ -228,9 +228,11 @@ class CriticObjective:
         source,
         out: Path | None,
         verbose: bool = True,
+        tasks: list[str] | None = None,
     ) -> None:
         """Args: model: the world model; section: ``CriticSection``; source: the dataset
-        (folder or opened reader); out: the run folder (cache file), None for no file."""
+        (folder or opened reader); out: the run folder (cache file), None for no file;
+        tasks: cache (and train on) the episodes of these tasks only (None: all)."""
         check_section(section)
         self.model, self.section = model, section
         model.encoder.eval().requires_grad_(False)
@@ -250,6 +252,7 @@ class CriticObjective:
             cache_file,
             verbose,
             explore=section.imagined_weight > 0 or section.rank_weight > 0,
+            tasks=tasks,
         )
         model.critic.train()
         self.module = model.critic
