@@ -228,3 +228,11 @@ def test_loss_plot_is_written_whole_or_not_at_all(tmp_path: Path, monkeypatch) -
     with pytest.raises(OSError, match="disk full"):
         plot_losses(csv_path, tmp_path / "loss.png", ("loss",))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["loss.png", "metrics.csv"]
+
+
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "configs" / "train").glob("*.yaml")), ids=lambda path: path.stem
+)
+def test_every_shipped_training_config_loads(path: Path, tmp_path) -> None:
+    config = load_train_config(path.stem, [f"data.root={tmp_path}", f"out={tmp_path / 'run'}"])
+    assert config.steps > 0 and config.batch_size > 0 and config.optim.lr > 0
