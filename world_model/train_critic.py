@@ -274,7 +274,7 @@ class CriticObjective:
         for ahead in range(1, cache.predicted.shape[0] + 1):
             rows = steps == ahead
             latents[rows] = cache.predicted[ahead - 1, frame[rows]]
-        last = cache.first[cache.episode_of[shown]] + cache.length[cache.episode_of[shown]] - 1
+        last = self.last_frame(shown)
         following = torch.minimum(shown + 1, last)
 
         def put(tensor: torch.Tensor) -> torch.Tensor:
@@ -326,8 +326,7 @@ class CriticObjective:
         predictions from ``frame`` [B] below V'(frame) - 1 (see the module docstring)."""
         cache, device = self.cache, self.model.device
         start_state = cache.states[frame].to(device)
-        moves = cache.explored_actions[frame].to(device)[:, None]  # [B, 1, 7]
-        moved_state = rollout_states(start_state, moves)[:, -1]
+        moved_state = self.explored_state(frame)
         with torch.no_grad():
             start = cache.encoded[frame].to(device, torch.float32)
             floor = self.target(start, start_state, goals).float() - 1.0
@@ -335,6 +334,18 @@ class CriticObjective:
             explored = cache.explored[frame].to(device, torch.float32)
             value = module(explored, moved_state, goals).float()
         return ((floor - value).clamp_min(0.0) / OUTPUT_SCALE).square().mean()
+
+    def last_frame(self, frames: torch.Tensor) -> torch.Tensor:
+        """Index [B] of the last frame of each of ``frames``' [B] episodes."""
+        episode = self.cache.episode_of[frames]
+        return self.cache.first[episode] + self.cache.length[episode] - 1
+
+    def explored_state(self, frame: torch.Tensor) -> torch.Tensor:
+        """End-effector states [B, 7] after the cached random action from each ``frame`` [B]
+        (integrated as the planner integrates its candidates)."""
+        device = self.model.device
+        moves = self.cache.explored_actions[frame].to(device)[:, None]  # [B, 1, 7]
+        return rollout_states(self.cache.states[frame].to(device), moves)[:, -1]
 
     def ranking(
         self,
@@ -352,12 +363,10 @@ class CriticObjective:
             (mean squared margin violation in ``OUTPUT_SCALE`` units, share ranked, detached).
         """
         cache, device = self.cache, self.model.device
-        last = cache.first[cache.episode_of[frame]] + cache.length[cache.episode_of[frame]] - 1
+        last = self.last_frame(frame)
         rows = (~negative.cpu() & (frame < last)).to(device)
         following = torch.minimum(frame + 1, last)
-        start_state = cache.states[frame].to(device)
-        moves = cache.explored_actions[frame].to(device)[:, None]  # [B, 1, 7]
-        random_state = rollout_states(start_state, moves)[:, -1]
+        random_state = self.explored_state(frame)
         data_state = cache.states[following].to(device)
         apart = (random_state[:, :3] - data_state[:, :3]).norm(dim=-1) / RANK_DISTANCE
         apart = apart + (random_state[:, 6] - data_state[:, 6]).abs() / RANK_GRIPPER
