@@ -199,6 +199,11 @@ class PlannerConfig:
             (``world_model.hot_path.free_cores``). Measured on 2 cores: 2 threads ran 1.7x
             faster than 1 on an idle machine and 2-50x slower while other processes used the
             cores (docs/benchmark.md, "CPU hot path").
+        subgoal_ahead: the hierarchical mode (issue #15): 0 (default) plans toward the goal
+            image itself; k >= 1 has the world model's subgoal generator propose, at every
+            plan, the latent k control steps ahead on the data's way to the goal, and the
+            search (energy, readout, critic, policy) aims at it instead. Needs a model with a
+            subgoal generator (``jepa-mpc train subgoals``).
     """
 
     actor: ActorConfig = field(default_factory=ActorConfig)
@@ -209,6 +214,7 @@ class PlannerConfig:
     robot: str = "franka"
     precision: str = "model"
     cpu_threads: int | str = 0
+    subgoal_ahead: int = 0
 
 
 def validate(config: PlannerConfig) -> PlannerConfig:
@@ -233,6 +239,8 @@ def validate(config: PlannerConfig) -> PlannerConfig:
         raise ConfigError("actor.temperature must be > 0 and actor.population_decay >= 1")
     if config.precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
+    if config.subgoal_ahead < 0:
+        raise ConfigError(f"subgoal_ahead must be >= 0 (0: off), got {config.subgoal_ahead}")
     threads_problem = check_threads(config.cpu_threads)
     if threads_problem:
         raise ConfigError(threads_problem)

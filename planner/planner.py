@@ -80,11 +80,34 @@ def has_readout(world_model: LatentWorldModel) -> bool:
     )
 
 
+def has_subgoals(world_model: LatentWorldModel) -> bool:
+    """Whether the model has a subgoal generator (``propose_subgoal`` and its head)."""
+    return callable(getattr(world_model, "propose_subgoal", None)) and (
+        getattr(world_model, "subgoals", None) is not None
+    )
+
+
 def has_critic(world_model: LatentWorldModel) -> bool:
     """Whether the model has a learned cost-to-go (``cost_to_go`` and a critic head)."""
     return callable(getattr(world_model, "cost_to_go", None)) and (
         getattr(world_model, "critic", None) is not None
     )
+
+
+def check_subgoals(world_model: LatentWorldModel, ahead: int) -> None:
+    """Raise ``ConfigError`` unless the model has a subgoal generator trained ``ahead`` steps."""
+    if not has_subgoals(world_model):
+        raise ConfigError(
+            "subgoal_ahead needs a world model with a subgoal generator "
+            f"({type(world_model).__name__} has none; train one with `jepa-mpc train "
+            "subgoals`, or set subgoal_ahead to 0)"
+        )
+    longest = world_model.config.subgoals.max_ahead
+    if ahead > longest:
+        raise ConfigError(
+            f"subgoal_ahead {ahead} exceeds the {longest} steps the model's subgoal generator "
+            "was trained for"
+        )
 
 
 class Planner:
@@ -138,6 +161,8 @@ class Planner:
                 f"({type(world_model).__name__} has none; train one with `jepa-mpc train "
                 "critic`, or set cost.critic_weight to 0)"
             )
+        if config.subgoal_ahead:
+            check_subgoals(world_model, config.subgoal_ahead)
         critic = world_model.cost_to_go if config.cost.uses_critic else None
         self.cost = Cost(config.cost, critic=critic)
         self.space = ActionSpace(config.bounds, self.device)
@@ -221,6 +246,10 @@ class Planner:
         state_batch = state.to(self.device).unsqueeze(0)  # [1, 7]
         latent = self.world_model.encode(image, state_batch)  # [1, N, D]
         goal_latent = self.goal_latent(goal_image, goal_state)  # [1, N, D]
+        if self.config.subgoal_ahead:  # hierarchical mode: aim at the latent k steps ahead
+            goal_latent = self.world_model.propose_subgoal(
+                latent, state_batch, goal_latent, self.config.subgoal_ahead
+            )
         self._synchronize()
         encoded = time.perf_counter()
 

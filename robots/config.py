@@ -133,7 +133,41 @@ def _deep_copy(data: dict[str, Any]) -> dict[str, Any]:
 def load_config(
     cls: type[T], name_or_path: str | Path, group: str, overrides: list[str] | None = None
 ) -> T:
-    """Load ``configs/<group>/<name>.yaml`` (or a path) into ``cls``, applying overrides."""
+    """Load ``configs/<group>/<name>.yaml`` (or a path) into ``cls``, applying overrides. A
+    file with ``base: <name>`` is that config of the same group with the file's keys merged
+    over it (nested sections key by key)."""
     path = find_config(name_or_path, group)
-    data = apply_overrides(read_yaml(path), overrides or [])
+    data = apply_overrides(with_base(read_yaml(path), group, (Path(path).resolve(),)), overrides or [])
     return from_dict(cls, data, where=path.stem)
+
+
+def with_base(data: dict[str, Any], group: str, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """``data`` merged over the config its ``base`` key names (recursively), without the key;
+    ``seen``: the files already on this chain (the first is the file ``data`` came from).
+
+    Raises:
+        ConfigError: ``base`` is not a name, or the bases loop.
+    """
+    if "base" not in data:
+        return data
+    child = dict(data)
+    base = child.pop("base")
+    where = seen[-1].stem if seen else group
+    if not isinstance(base, str) or not base:
+        raise ConfigError(f"{where}: base must be a config name, got {base!r}")
+    path = Path(find_config(base, group)).resolve()
+    if path in seen:
+        names = " -> ".join(p.stem for p in (*seen, path))
+        raise ConfigError(f"config bases loop: {names}")
+    return merged(with_base(read_yaml(path), group, (*seen, path)), child)
+
+
+def merged(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """``child`` over ``parent``: nested mappings merged key by key, anything else replaced."""
+    result = _deep_copy(parent)
+    for key, value in child.items():
+        if isinstance(value, dict) and isinstance(result.get(key), dict):
+            result[key] = merged(result[key], value)
+        else:
+            result[key] = _deep_copy(value) if isinstance(value, dict) else value
+    return result

@@ -67,3 +67,18 @@ def test_missing_config_lists_known_names() -> None:
         load_config(Outer, "nope", group="robot")
     with pytest.raises(FileNotFoundError):
         load_config(Outer, "/does/not/exist.yaml", group="robot")
+
+
+def test_a_base_config_is_merged_under_the_file_key_by_key(tmp_path: Path) -> None:
+    parent = tmp_path / "parent.yaml"
+    parent.write_text("name: icem\nsamples: 64\ninner:\n  radius: 0.05\n  axes: [0]\n")
+    child = tmp_path / "child.yaml"
+    child.write_text(f"base: {parent}\nsamples: 16\ninner:\n  radius: 0.1\n")
+    cfg = load_config(Outer, child, group="planner", overrides=["seed=4"])
+    assert cfg == Outer(name="icem", samples=16, inner=Inner(radius=0.1, axes=(0,)), seed=4)
+    parent.write_text(f"base: {child}\n")
+    with pytest.raises(ConfigError, match="config bases loop: child -> parent -> child"):
+        load_config(Outer, child, group="planner")
+    child.write_text("base: [1, 2]\n")
+    with pytest.raises(ConfigError, match="child: base must be a config name"):
+        load_config(Outer, child, group="planner")

@@ -16,6 +16,7 @@ from world_model.errors import (
     InputShapeError,
     ModelSpecError,
     NoCriticError,
+    NoSubgoalsError,
     NoReadoutError,
     WorldModelError,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "InputShapeError",
     "ModelSpecError",
     "NoCriticError",
+    "NoSubgoalsError",
     "NoReadoutError",
     "PredictorConfig",
     "WorldModel",

@@ -70,6 +70,26 @@ class CriticConfig:
 
 
 @dataclass
+class SubgoalConfig:
+    """The optional subgoal generator (``world_model.subgoals``; not in the release): a
+    goal-conditioned proposer of the latent k control steps ahead, for the planner's
+    hierarchical mode. Checkpoints without it (every official one) load with ``enabled:
+    false``.
+
+    Attributes:
+        enabled: whether the model has the head.
+        hidden: width of its transformer. depth: its layers. heads: its attention heads.
+        max_ahead: the largest k it was trained for (control steps).
+    """
+
+    enabled: bool = False
+    hidden: int = 256
+    depth: int = 4
+    heads: int = 4
+    max_ahead: int = 6
+
+
+@dataclass
 class WorldModelConfig:
     """Encoder + predictor sizes. ``num_frames // tubelet_size`` bounds the rollout length."""
 
@@ -85,6 +105,7 @@ class WorldModelConfig:
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     readout: ReadoutConfig = field(default_factory=ReadoutConfig)
     critic: CriticConfig = field(default_factory=CriticConfig)
+    subgoals: SubgoalConfig = field(default_factory=SubgoalConfig)
 
     def __post_init__(self) -> None:
         if self.img_size % self.patch_size:

@@ -114,10 +114,11 @@ def build_cache(
     verbose: bool = True,
     explore: bool = False,
     tasks: list[str] | None = None,
+    stage: str = "critic",
 ) -> LatentCache:
     """Encode (and predict from) every frame of ``source`` (a dataset folder or reader), of
     the episodes of ``tasks`` only when given (their order kept; cache episode i is the i-th
-    of them)."""
+    of them); progress lines name the training ``stage``."""
     reader = open_reader(source)
     chosen = chosen_episodes(reader.episodes, tasks)
     generator = torch.Generator().manual_seed(0)
@@ -149,7 +150,7 @@ def build_cache(
         tasks.append(episode.task)
         if verbose and (index + 1) % 25 == 0:
             print(
-                f"[train critic] cached {index + 1}/{len(chosen)} episodes "
+                f"[train {stage}] cached {index + 1}/{len(chosen)} episodes "
                 f"({time.perf_counter() - began:.0f} s)",
                 flush=True,
             )
@@ -195,10 +196,11 @@ def load_or_build_cache(
     verbose: bool = True,
     explore: bool = False,
     tasks: list[str] | None = None,
+    stage: str = "critic",
 ) -> LatentCache:
     """The cache from ``cache_file`` when it holds this model's and dataset's latents (of the
     episodes of ``tasks``, when given), else built (and written there atomically, when a file
-    is given)."""
+    is given); progress lines name the training ``stage``."""
     reader = open_reader(source)
     episodes = [reader.episodes[i] for i in chosen_episodes(reader.episodes, tasks)]
     key = fingerprint(model, episodes, rollout_steps, explore)
@@ -217,10 +219,10 @@ def load_or_build_cache(
                 stacklevel=2,
             )
     began = time.perf_counter()
-    cache = build_cache(model, reader, rollout_steps, batch, verbose, explore, tasks)
+    cache = build_cache(model, reader, rollout_steps, batch, verbose, explore, tasks, stage)
     if verbose:
         print(
-            f"[train critic] latent cache: {len(cache.states)} frames, {rollout_steps} step(s) "
+            f"[train {stage}] latent cache: {len(cache.states)} frames, {rollout_steps} step(s) "
             f"predicted, {time.perf_counter() - began:.0f} s",
             flush=True,
         )

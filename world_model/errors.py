@@ -29,6 +29,11 @@ class NoCriticError(WorldModelError):
     """A cost-to-go was asked of a model that has no critic (``config.critic.enabled`` false)."""
 
 
+class NoSubgoalsError(WorldModelError):
+    """A subgoal was asked of a model that has no subgoal generator (``config.subgoals.enabled``
+    false)."""
+
+
 class CheckpointError(WorldModelError):
     """A checkpoint that cannot be read safely or does not fit the model."""
 

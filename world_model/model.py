@@ -17,10 +17,11 @@ from world_model.config import WorldModelConfig, load_model_config
 from world_model.critic import Critic, init_critic
 from world_model.devices import resolve_device
 from world_model.encoder import VideoEncoder, layer_norm_latents, preprocess_images
-from world_model.errors import InputShapeError, NoCriticError, NoReadoutError
+from world_model.errors import InputShapeError, NoCriticError, NoReadoutError, NoSubgoalsError
 from world_model.layers import init_weights
 from world_model.predictor import ACPredictor
 from world_model.readout import StateReadout, init_readout
+from world_model.subgoals import SubgoalGenerator, init_subgoals
 
 
 class WorldModel(nn.Module):
@@ -43,6 +44,7 @@ class WorldModel(nn.Module):
         self.predictor = ACPredictor(config)
         self.readout = StateReadout(config) if config.readout.enabled else None
         self.critic = Critic(config) if config.critic.enabled else None
+        self.subgoals = SubgoalGenerator(config) if config.subgoals.enabled else None
         self.autocast_dtype: torch.dtype | None = None
         self.compiled_step = None
         self.source: Path | None = None  # the checkpoint it was loaded from (world_model.load)
@@ -124,6 +126,19 @@ class WorldModel(nn.Module):
                 "this world model has no critic (config.critic.enabled is false); train one "
                 "with `jepa-mpc train critic`"
             )
+        self._check_goal_inputs(latents, states, goal_latents)
+        device = self.device
+        return self.critic(
+            latents.to(device, torch.float32),
+            states.to(device, torch.float32),
+            goal_latents.to(device, torch.float32),
+        )
+
+    def _check_goal_inputs(
+        self, latents: torch.Tensor, states: torch.Tensor, goal_latents: torch.Tensor
+    ) -> None:
+        """Raise ``InputShapeError`` unless latents are [B, N, D], states [B, 7] and goal
+        latents [B or 1, N, D] (the goal-conditioned heads' inputs)."""
         n, d = self.num_patches, self.latent_dim
         batch = latents.shape[0] if latents.ndim == 3 else -1
         if latents.ndim != 3 or tuple(latents.shape[1:]) != (n, d):
@@ -138,11 +153,48 @@ class WorldModel(nn.Module):
                 f"for {batch} latents: states must be [{batch}, 7] (got {tuple(states.shape)}) "
                 f"and goal latents [1 or {batch}, ...] (got {goal_latents.shape[0]})"
             )
+
+    def add_subgoals(
+        self, hidden: int = 256, depth: int = 4, heads: int = 4, max_ahead: int = 6
+    ) -> SubgoalGenerator:
+        """Give the model a freshly initialised subgoal generator of these sizes
+        (``config.subgoals`` records them, so ``save`` keeps it); returns the head."""
+        section = self.config.subgoals
+        section.enabled, section.hidden, section.depth = True, hidden, depth
+        section.heads, section.max_ahead = heads, max_ahead
+        with torch.device(self.device):
+            self.subgoals = SubgoalGenerator(self.config)
+        init_subgoals(self.subgoals)
+        return self.subgoals
+
+    @torch.no_grad()
+    def propose_subgoal(
+        self, latents: torch.Tensor, states: torch.Tensor, goal_latents: torch.Tensor, ahead: int
+    ) -> torch.Tensor:
+        """The latent [B, N, D] the data would show ``ahead`` control steps after ``latents``
+        [B, N, D] (in ``states`` [B, 7]) on its way to ``goal_latents`` [B or 1, N, D].
+
+        Raises:
+            NoSubgoalsError: the model has no subgoal generator.
+            InputShapeError: a shape does not fit, or ``ahead`` is outside 1..max_ahead.
+        """
+        if self.subgoals is None:
+            raise NoSubgoalsError(
+                "this world model has no subgoal generator (config.subgoals.enabled is false); "
+                "train one with `jepa-mpc train subgoals`"
+            )
+        self._check_goal_inputs(latents, states, goal_latents)
+        if not 1 <= ahead <= self.config.subgoals.max_ahead:
+            raise InputShapeError(
+                f"subgoals are trained 1..{self.config.subgoals.max_ahead} steps ahead, "
+                f"asked for {ahead}"
+            )
         device = self.device
-        return self.critic(
+        return self.subgoals(
             latents.to(device, torch.float32),
             states.to(device, torch.float32),
             goal_latents.to(device, torch.float32),
+            int(ahead),
         )
 
     @torch.no_grad()
@@ -309,6 +361,8 @@ def build(
             init_readout(model.readout)
         if model.critic is not None:
             init_critic(model.critic)
+        if model.subgoals is not None:
+            init_subgoals(model.subgoals)
         if config.predictor.residual:  # start as the identity: predict "nothing changes"
             torch.nn.init.zeros_(model.predictor.predictor_proj.weight)
             torch.nn.init.zeros_(model.predictor.predictor_proj.bias)
@@ -318,13 +372,14 @@ def build(
 def with_views(model: WorldModel, views: int) -> WorldModel:
     """A copy of ``model`` that takes ``views`` camera views side by side, with the same encoder
     and predictor weights (neither depends on the token count: the views share the encoder,
-    the predictor's columns continue across them). The readout and critic heads, whose
-    position embeddings are per token, are left out: train them for the new layout.
+    the predictor's columns continue across them). The readout, critic and subgoal heads,
+    whose position embeddings are per token, are left out: train them for the new layout.
     """
     config = copy.deepcopy(model.config)
     config.views = int(views)
     config.readout.enabled = False
     config.critic.enabled = False
+    config.subgoals.enabled = False
     config.__post_init__()
     with torch.device(model.device):
         widened = WorldModel(config)

@@ -1,8 +1,9 @@
-"""``jepa-mpc train predictor|encoder|readout|joint|critic --config NAME [--data DIR]
+"""``jepa-mpc train predictor|encoder|readout|joint|critic|subgoals --config NAME [--data DIR]
 [--out DIR] [k=v ...]``: train the action-conditioned predictor on a frozen encoder, the encoder
 with the V-JEPA objective, the state readout head on a frozen model, encoder and predictor end
-to end with an anti-collapse regulariser, or the critic (goal-conditioned cost-to-go) on a
-frozen model, on a trajectory dataset; single process or ``torchrun`` DDP, resumable."""
+to end with an anti-collapse regulariser, the critic (goal-conditioned cost-to-go) or the
+subgoal generator (latent k steps ahead toward a goal) on a frozen model, on a trajectory
+dataset; single process or ``torchrun`` DDP, resumable."""
 
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from world_model.files import write_json
 from world_model.model import WorldModel, build, with_views
 from world_model.regularizers import REGULARIZERS, RegularizerSection
 from world_model.train_critic import CriticObjective, CriticSection
+from world_model.train_subgoals import SubgoalObjective, SubgoalSection
 from world_model.train_encoder import EncoderObjective
 from world_model.train_joint import JointObjective, JointSection
 from world_model.train_loop import (
@@ -48,7 +50,8 @@ from world_model.train_loop import (
 from world_model.train_predictor import PredictorObjective
 from world_model.train_readout import ReadoutObjective
 
-STAGES = ("predictor", "encoder", "readout", "joint", "critic")
+LATENT_STAGES = ("critic", "subgoals")  # heads trained on a cache of the frozen model's latents
+STAGES = ("predictor", "encoder", "readout", "joint", "critic", "subgoals")
 
 
 @dataclass
@@ -138,6 +141,7 @@ class TrainConfig:
     encoder: EncoderSection = field(default_factory=EncoderSection)
     joint: JointSection = field(default_factory=JointSection)
     critic: CriticSection = field(default_factory=CriticSection)
+    subgoals: SubgoalSection = field(default_factory=SubgoalSection)
 
 
 def load_train_config(name_or_path: str, overrides: list[str] | None = None) -> TrainConfig:
@@ -251,6 +255,11 @@ def make_objective(stage: str, model: WorldModel, config: TrainConfig, info: Dis
         return CriticObjective(
             model, config.critic, source, Path(config.out), info.is_main, config.data.tasks
         )
+    if stage == "subgoals":
+        source = dataset_source(config.data, model.config.img_size)
+        return SubgoalObjective(
+            model, config.subgoals, source, Path(config.out), info.is_main, config.data.tasks
+        )
     clip_len, tubelet = config.data.clip_len, model.config.tubelet_size
     if config.encoder.regularizer.kind != "none" and config.batch_size < 2:
         raise ConfigError("encoder.regularizer needs batch_size >= 2 (it compares clips)")
@@ -284,7 +293,7 @@ def train(stage: str, config: TrainConfig) -> Path:
         set_rng_state(state["rng"])
         start = int(state["step"])
     dataset = make_dataset(stage, config, model, objective, info, start)
-    if info.is_main and stage != "critic":
+    if info.is_main and stage not in LATENT_STAGES:
         note_frame_size(dataset.reader, model.config.img_size, model.config.views)
     loader = DataLoader(
         dataset,
@@ -311,9 +320,11 @@ def train(stage: str, config: TrainConfig) -> Path:
 
 def make_dataset(stage, config: TrainConfig, model: WorldModel, objective, info: Dist, start):
     """The stage's stream of batches from item ``start``: clips of frames, or for the critic
-    indices into its latent cache (``CriticSamples``)."""
+    and the subgoal generator indices into their latent cache."""
     if stage == "critic":
         return objective.stream(config.batch_size, config.seed, info.rank, start, config.data.tasks)
+    if stage == "subgoals":
+        return objective.stream(config.batch_size, config.seed, info.rank, start)
     return TrajectoryDataset(
         dataset_source(config.data, model.config.img_size),
         clip_len=config.data.clip_len,

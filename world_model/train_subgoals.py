@@ -1,0 +1,252 @@
+"""The subgoal stage (``jepa-mpc train subgoals``): fit the subgoal generator
+(``world_model.subgoals``) on the frozen encoder's latents of successful episodes; nothing
+else moves.
+
+Samples (``SubgoalSamples``): a frame t of a successful episode, a goal g that is its last
+frame (what a goal image shows; ``final_goal_fraction``) or a later frame of it (hindsight),
+and k uniform in 1..max_ahead; the target is the encoded latent of frame min(t + k, g): the
+frame the data showed k steps later on its way to g (g itself once it is closer than k).
+Loss: the mean |G(z_t, s_t, z_g, k) - z_target| over tokens and features, the planner's L1
+energy. Every ``holdout_every``-th successful episode is held out and scored each step without
+gradients (``holdout_l1``) beside the two trivial answers, the current frame (``copy_l1``) and
+the goal (``goal_l1``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import IterableDataset, get_worker_info
+
+from robots.config import ConfigError
+from world_model.critic_data import LatentCache, chosen_episodes, load_or_build_cache
+from world_model.data import open_reader
+from world_model.model import WorldModel
+
+
+@dataclass
+class SubgoalSection:
+    """The subgoal stage's settings.
+
+    Attributes:
+        hidden, depth, heads, max_ahead: sizes of a new generator (``SubgoalConfig``); a model
+            that already has one keeps its own.
+        final_goal_fraction: share of samples whose goal is their episode's last frame.
+        holdout_every: every n-th successful episode is held out (0: none).
+        successful_only: train on episodes the collector marked successful only (a failed
+            or random-walk episode's later frames are not a way to its last frame's scene).
+        encode_batch: frames per encoder call while building the cache.
+        cache_latents: keep the cache in ``out/subgoal_latents.pt`` (a resumed run reuses it).
+    """
+
+    hidden: int = 256
+    depth: int = 4
+    heads: int = 4
+    max_ahead: int = 6
+    final_goal_fraction: float = 0.7
+    holdout_every: int = 10
+    successful_only: bool = True
+    encode_batch: int = 64
+    cache_latents: bool = True
+
+
+def check_section(section: SubgoalSection) -> None:
+    """Raise ``ConfigError`` naming the first setting out of range."""
+    if not 0.0 <= section.final_goal_fraction <= 1.0:
+        raise ConfigError(
+            f"subgoals.final_goal_fraction must be in [0, 1], got {section.final_goal_fraction}"
+        )
+    if min(section.hidden, section.depth, section.heads, section.max_ahead) < 1:
+        raise ConfigError("subgoals.hidden, depth, heads and max_ahead must be >= 1")
+    if section.hidden % section.heads:
+        raise ConfigError(
+            f"subgoals.hidden {section.hidden} must be a multiple of heads {section.heads}"
+        )
+    if section.holdout_every < 0:
+        raise ConfigError(f"subgoals.holdout_every must be >= 0, got {section.holdout_every}")
+
+
+def split_episodes(usable: np.ndarray, holdout_every: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) cache episode indices: every ``holdout_every``-th of the ``usable``
+    ones is held out (none for 0, or when that would leave no training episode)."""
+    if holdout_every < 1 or len(usable) < 2:
+        return usable, usable[:0]
+    held = np.arange(len(usable)) % holdout_every == holdout_every - 1
+    return usable[~held], usable[held]
+
+
+class SubgoalSamples(IterableDataset):
+    """An endless, deterministic stream of batches of (frame, goal, target, ahead) indices into
+    a ``LatentCache``; item i is a pure function of (seed, rank, i), so ``start_item`` resumes
+    it exactly; DataLoader worker w of W takes every W-th item. Each batch also carries a
+    held-out batch (keys prefixed ``holdout_``) when episodes are held out.
+
+    Attributes:
+        clips: [M] the training frames that batches start from.
+    """
+
+    def __init__(
+        self,
+        cache: LatentCache,
+        section: SubgoalSection,
+        train_episodes: np.ndarray,
+        holdout_episodes: np.ndarray,
+        batch_size: int,
+        seed: int = 0,
+        rank: int = 0,
+        start_item: int = 0,
+    ) -> None:
+        super().__init__()
+        if not len(train_episodes):
+            raise ConfigError("no episode to train the subgoal generator on")
+        self.section, self.batch_size = section, batch_size
+        self.seed, self.rank, self.start_item = seed, rank, start_item
+        self.first = cache.first.numpy()
+        self.last = self.first + cache.length.numpy() - 1
+        self.episode_of = cache.episode_of.numpy()
+        self.clips = self._frames(train_episodes)
+        self.holdout = self._frames(holdout_episodes)
+
+    def _frames(self, episodes: np.ndarray) -> np.ndarray:
+        parts = [np.arange(self.first[e], self.last[e] + 1) for e in episodes]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        item = self.start_item
+        while True:
+            if item % workers == worker:
+                rng = np.random.default_rng([self.seed, self.rank, item])
+                batch = self.draw(self.clips, rng)
+                if len(self.holdout):
+                    held = self.draw(self.holdout, rng)
+                    batch.update({f"holdout_{key}": value for key, value in held.items()})
+                yield batch
+            item += 1
+
+    def draw(self, frames: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """One batch from ``frames``: {"frame", "goal", "target", "ahead": int64 [B]}."""
+        size = self.batch_size
+        frame = rng.choice(frames, size)
+        last = self.last[self.episode_of[frame]]
+        later = frame + np.floor(rng.random(size) * (last - frame + 1)).astype(np.int64)
+        goal = np.where(rng.random(size) < self.section.final_goal_fraction, last, later)
+        ahead = rng.integers(1, self.section.max_ahead + 1, size)
+        target = np.minimum(frame + ahead, goal)
+        return {
+            name: torch.from_numpy(np.asarray(value, dtype=np.int64))
+            for name, value in (("frame", frame), ("goal", goal), ("target", target), ("ahead", ahead))
+        }
+
+
+class SubgoalObjective:
+    """Training state of the subgoal stage: the frozen model, its latent cache and the
+    trainable ``module`` (the generator; a model without one gets a fresh one)."""
+
+    metric_names = ("loss", "holdout_l1", "copy_l1", "goal_l1")
+
+    def __init__(
+        self,
+        model: WorldModel,
+        section: SubgoalSection,
+        source,
+        out: Path | None,
+        verbose: bool = True,
+        tasks: list[str] | None = None,
+    ) -> None:
+        """Args: model: the world model; section: ``SubgoalSection``; source: the dataset
+        (folder or opened reader); out: the run folder (cache file), None for no file;
+        tasks: cache (and train on) the episodes of these tasks only (None: all)."""
+        check_section(section)
+        self.model, self.section = model, section
+        for head in (model.encoder, model.predictor, model.readout, model.critic):
+            if head is not None:
+                head.eval().requires_grad_(False)
+        if model.subgoals is None:
+            model.add_subgoals(section.hidden, section.depth, section.heads, section.max_ahead)
+        reader = open_reader(source)
+        metas = [reader.episodes[i] for i in chosen_episodes(reader.episodes, tasks)]
+        cache_file = (
+            out / "subgoal_latents.pt" if out is not None and section.cache_latents else None
+        )
+        self.cache = load_or_build_cache(
+            model, reader, 0, section.encode_batch, cache_file, verbose, tasks=tasks, stage="subgoals"
+        )
+        usable = np.array(
+            [i for i, meta in enumerate(metas) if meta.get("success", True) or not section.successful_only],
+            dtype=np.int64,
+        )
+        if not len(usable):
+            raise ConfigError("no successful episode in the dataset to train subgoals on")
+        self.train_episodes, self.holdout_episodes = split_episodes(usable, section.holdout_every)
+        model.subgoals.train()
+        self.module = model.subgoals
+
+    def stream(self, batch_size: int, seed: int, rank: int, start: int) -> SubgoalSamples:
+        """The batches this objective trains on, from item ``start`` (resume)."""
+        return SubgoalSamples(
+            self.cache,
+            self.section,
+            self.train_episodes,
+            self.holdout_episodes,
+            batch_size,
+            seed,
+            rank,
+            start,
+        )
+
+    def inputs(self, batch: dict, prefix: str = "") -> tuple[torch.Tensor, ...]:
+        """(frame latents [B, N, D], their states [B, 7], goal latents, target latents,
+        steps ahead [B]) on the model's device, for the batch's ``prefix`` part."""
+        cache, device = self.cache, self.model.device
+
+        def put(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.to(device, torch.float32)
+
+        frame, goal, target = (batch[prefix + name] for name in ("frame", "goal", "target"))
+        return (
+            put(cache.encoded[frame]),
+            put(cache.states[frame]),
+            put(cache.encoded[goal]),
+            put(cache.encoded[target]),
+            batch[prefix + "ahead"].to(device),
+        )
+
+    def losses(self, module: nn.Module, batch: dict, autocast) -> dict[str, torch.Tensor]:
+        """Mean L1 of the proposals against the data's frames k steps ahead."""
+        latents, states, goals, targets, ahead = self.inputs(batch)
+        with autocast():
+            proposed = module(latents, states, goals, ahead).float()
+        loss = (proposed - targets).abs().mean()
+        holdout = loss.new_full((), float("nan"))
+        copy_l1 = (latents - targets).abs().mean()
+        goal_l1 = (goals - targets).abs().mean()
+        if "holdout_frame" in batch:
+            latents, states, goals, targets, ahead = self.inputs(batch, "holdout_")
+            with torch.no_grad(), autocast():
+                proposed = module(latents, states, goals, ahead).float()
+            holdout = (proposed - targets).abs().mean()
+            copy_l1 = (latents - targets).abs().mean()
+            goal_l1 = (goals - targets).abs().mean()
+        return {"loss": loss, "holdout_l1": holdout, "copy_l1": copy_l1, "goal_l1": goal_l1}
+
+    def begin_step(self, step: int) -> None:
+        """Nothing to do (the samples are a function of the step)."""
+
+    def end_step(self, step: int) -> None:
+        """Nothing to do."""
+
+    def extra_state(self) -> dict[str, dict]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, dict]) -> None:
+        """Nothing to restore."""
+
+    def final_model(self) -> WorldModel:
+        self.model.subgoals.eval()
+        return self.model
