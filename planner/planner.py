@@ -246,8 +246,9 @@ class Planner:
         state_batch = state.to(self.device).unsqueeze(0)  # [1, 7]
         latent = self.world_model.encode(image, state_batch)  # [1, N, D]
         goal_latent = self.goal_latent(goal_image, goal_state)  # [1, N, D]
-        if self.config.subgoal_ahead:  # hierarchical mode: aim at the latent k steps ahead
-            goal_latent = self.world_model.propose_subgoal(
+        proposed_state = None
+        if self.config.subgoal_ahead:  # hierarchical mode: aim at the frame k steps ahead
+            goal_latent, proposed_state = self.world_model.propose_subgoal(
                 latent, state_batch, goal_latent, self.config.subgoal_ahead
             )
         self._synchronize()
@@ -260,7 +261,7 @@ class Planner:
             state_batch,
             goal_latent,
             batch=self.evaluation_batch,
-            goal_state=self.read_goal_state(goal_latent),
+            goal_state=self.read_goal_state(goal_latent, proposed_state),
         )
         result = self.actor.plan(problem, self.generator)
         actions = result.actions.detach().float().cpu()  # [H, 7]; waits for the device
@@ -297,13 +298,19 @@ class Planner:
         )
         return torch.zeros(ACTION_DIM)
 
-    def read_goal_state(self, goal_latent: torch.Tensor) -> torch.Tensor | None:
-        """The goal's state [1, 7] read off its latent (gripper binarised when the cost says
-        so), or None when the cost has no readout term."""
+    def read_goal_state(
+        self, goal_latent: torch.Tensor, proposed: torch.Tensor | None = None
+    ) -> torch.Tensor | None:
+        """The goal's state [1, 7]: the subgoal generator's ``proposed`` state when given (the
+        hierarchical mode), else read off the goal latent; gripper binarised when the cost says
+        so. None when the cost has no readout term."""
         config = self.cost.config
         if not config.uses_readout:
             return None
-        state = self.world_model.read_state(goal_latent).clone()
+        if proposed is not None:
+            state = proposed.clone()
+        else:
+            state = self.world_model.read_state(goal_latent).clone()
         if config.readout_gripper_threshold is not None:
             closed = state[:, GRIPPER] >= config.readout_gripper_threshold
             state[:, GRIPPER] = closed.to(state.dtype)

@@ -73,6 +73,7 @@ def subgoal_config(data: Path, out: Path, *overrides: str):
             "subgoals.heads=2",
             "subgoals.max_ahead=3",
             "subgoals.holdout_every=5",
+            "subgoals.state_weight=0.3",
             *overrides,
         ],
     )
@@ -99,8 +100,9 @@ def test_an_untrained_generator_proposes_the_current_frame_and_checks_its_inputs
     with pytest.raises(NoSubgoalsError, match="train subgoals"):
         model.propose_subgoal(latents, states, latents[:1], 1)
     model.add_subgoals(hidden=16, depth=1, heads=2, max_ahead=4)
-    proposed = model.propose_subgoal(latents, states, latents[:1], 2)
+    proposed, proposed_states = model.propose_subgoal(latents, states, latents[:1], 2)
     torch.testing.assert_close(proposed, latents, rtol=0, atol=1e-5)
+    torch.testing.assert_close(proposed_states, states, rtol=0, atol=0)
     with pytest.raises(world_model.InputShapeError, match="1..4 steps ahead"):
         model.propose_subgoal(latents, states, latents[:1], 5)
     with pytest.raises(world_model.InputShapeError, match="states must be"):
@@ -133,6 +135,7 @@ def test_the_stage_learns_the_frame_ahead_better_than_copying_and_trains_only_th
     last = rows[-5:]
     assert np.mean([r["loss"] for r in last]) < 0.65 * rows[0]["loss"]
     assert np.mean([r["holdout_l1"] for r in last]) < 0.75 * np.mean([r["copy_l1"] for r in last])
+    assert np.mean([r["holdout_cm"] for r in last]) < 2.0  # the hand moves 3 cm a step
     model = world_model.load(trained / "model")
     assert model.config.subgoals.enabled and model.config.subgoals.max_ahead == 3
     sizes = copy.deepcopy(model.config)
@@ -143,8 +146,10 @@ def test_the_stage_learns_the_frame_ahead_better_than_copying_and_trains_only_th
     episode = TrajectoryReader(data_dir).episode(4)  # a held-out episode
     latents = model.encode(episode.frames)
     states = torch.from_numpy(episode.states)
-    proposed = model.propose_subgoal(latents[1:2], states[1:2], latents[-1:], 2)
+    proposed, proposed_state = model.propose_subgoal(latents[1:2], states[1:2], latents[-1:], 2)
     assert (proposed - latents[3]).abs().mean() < 0.75 * (latents[1] - latents[3]).abs().mean()
+    assert abs(float(proposed_state[0, 0] - states[3, 0])) < 0.02  # 6 cm ahead, within 2 cm
+    assert float(proposed_state[0, 0] - states[1, 0]) > 0.04
 
 
 def test_the_stage_resumes_exactly(data_dir, tmp_path) -> None:
@@ -193,7 +198,22 @@ def test_the_planner_aims_at_the_proposed_subgoal(tmp_path) -> None:
     assert aimed.energy == pytest.approx(toward_itself.energy, abs=1e-5)
 
 
-def test_the_fast_subgoals_preset_is_fast_aiming_two_steps_ahead() -> None:
+def test_the_fast_subgoals_preset_is_fast_aiming_at_the_proposed_frame_and_state() -> None:
     fast, hierarchical = load_planner_config("fast"), load_planner_config("fast_subgoals")
     assert hierarchical.subgoal_ahead == 2
-    assert dataclasses.replace(hierarchical, subgoal_ahead=0) == fast
+    assert hierarchical.cost.readout_weights == [1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    cost = dataclasses.replace(hierarchical.cost, readout_weights=fast.cost.readout_weights)
+    assert dataclasses.replace(hierarchical, subgoal_ahead=0, cost=cost) == fast
+
+
+def test_the_readout_term_aims_at_the_proposed_state() -> None:
+    model = world_model.build("tiny", seed=0)
+    model.add_readout()
+    model.add_subgoals(hidden=16, depth=1, heads=2, max_ahead=2)
+    overrides = ["actor.samples=16", "actor.iterations=2", "actor.elites=4", "subgoal_ahead=1"]
+    planner = Planner(load_planner_config("icem_readout", overrides), model, "cpu")
+    proposed = torch.tensor([[0.4, 0.1, 0.2, np.pi, 0.0, 0.0, 0.7]])
+    latent = torch.zeros(1, model.num_patches, model.latent_dim)
+    goal_state = planner.read_goal_state(latent, proposed)
+    assert goal_state.tolist() == [pytest.approx([0.4, 0.1, 0.2, np.pi, 0.0, 0.0, 1.0])]
+    assert proposed[0, 6] == pytest.approx(0.7)  # the generator's tensor is not changed

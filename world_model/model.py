@@ -170,9 +170,10 @@ class WorldModel(nn.Module):
     @torch.no_grad()
     def propose_subgoal(
         self, latents: torch.Tensor, states: torch.Tensor, goal_latents: torch.Tensor, ahead: int
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The latent [B, N, D] the data would show ``ahead`` control steps after ``latents``
-        [B, N, D] (in ``states`` [B, 7]) on its way to ``goal_latents`` [B or 1, N, D].
+        [B, N, D] (in ``states`` [B, 7]) on its way to ``goal_latents`` [B or 1, N, D], and
+        the end-effector state [B, 7] it would show (x, y, z and gripper proposed).
 
         Raises:
             NoSubgoalsError: the model has no subgoal generator.

@@ -15,7 +15,10 @@ Shape: each token of the frame beside the goal's token at the same place and the
 carries the state and k. A small pre-norm transformer mixes them (where the cube is relative
 to the hand is a relation between tokens), and each frame token's output is added to the
 frame's latent (the subgoal starts as "nothing changes"), then layer-normed without
-parameters as the encoder's latents are.
+parameters as the encoder's latents are. The state token's output is the subgoal's
+end-effector position and gripper, as a change from the current state in the readout's units
+(``SUBGOAL_STATE``): a precise target for the planner's readout term, and a supervised signal
+that makes the generator localise the cube.
 """
 
 from __future__ import annotations
@@ -26,11 +29,20 @@ from torch import nn
 from world_model.config import WorldModelConfig
 from world_model.critic import STATE_FEATURES, state_features
 from world_model.encoder import layer_norm_latents
+from world_model.readout import STATE_SCALE
+
+SUBGOAL_STATE = (0, 1, 2, 6)  # the state dimensions the generator proposes: x, y, z, gripper
+
+
+def state_scale(like: torch.Tensor) -> torch.Tensor:
+    """[4] the readout's units of the proposed dimensions, on ``like``'s device and dtype."""
+    return like.new_tensor([STATE_SCALE[i] for i in SUBGOAL_STATE])
 
 
 class SubgoalGenerator(nn.Module):
     """(latents ``[B, N, D]``, states ``[B, 7]``, goal latents ``[B or 1, N, D]``, steps
-    ahead ``[B]`` or an int) -> subgoal latents ``[B, N, D]`` (layer-normed)."""
+    ahead ``[B]`` or an int) -> (subgoal latents ``[B, N, D]`` (layer-normed), subgoal states
+    ``[B, 7]``: x, y, z and gripper proposed, the angles kept)."""
 
     def __init__(self, config: WorldModelConfig) -> None:
         super().__init__()
@@ -53,6 +65,7 @@ class SubgoalGenerator(nn.Module):
         self.mixer = nn.TransformerEncoder(layer, section.depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, dim)
+        self.state_out = nn.Linear(width, len(SUBGOAL_STATE))
 
     def forward(
         self,
@@ -60,9 +73,10 @@ class SubgoalGenerator(nn.Module):
         states: torch.Tensor,
         goal_latents: torch.Tensor,
         ahead: torch.Tensor | int,
-    ) -> torch.Tensor:
-        """Subgoal latents [B, N, D]: the frame ``ahead`` steps (1..max_ahead) after
-        ``latents`` [B, N, D] in ``states`` [B, 7] on the way to ``goal_latents``."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Subgoal latents [B, N, D], subgoal states [B, 7]): the frame ``ahead`` steps
+        (1..max_ahead) after ``latents`` [B, N, D] in ``states`` [B, 7] on the way to
+        ``goal_latents``, and the end-effector state it shows."""
         batch = latents.shape[0]
         goal = goal_latents.expand_as(latents)
         tokens = self.pair(torch.cat((latents, goal, latents - goal), dim=-1)) + self.position
@@ -70,16 +84,21 @@ class SubgoalGenerator(nn.Module):
             ahead = torch.full((batch,), ahead, dtype=torch.long, device=latents.device)
         ahead = ahead.clamp(1, self.max_ahead)
         extra = self.state(state_features(states.to(tokens.dtype))) + self.ahead(ahead)
-        mixed = self.mixer(torch.cat((extra[:, None], tokens), dim=1))[:, 1:]
-        return layer_norm_latents(latents + self.out(self.norm(mixed)))
+        mixed = self.norm(self.mixer(torch.cat((extra[:, None], tokens), dim=1)))
+        subgoal = layer_norm_latents(latents + self.out(mixed[:, 1:]))
+        moved = states.to(mixed.dtype).clone()
+        moved[:, list(SUBGOAL_STATE)] += self.state_out(mixed[:, 0]) * state_scale(moved)
+        return subgoal, moved
 
 
 def init_subgoals(generator: SubgoalGenerator) -> None:
     """Fresh weights: PyTorch's defaults for the layers, a zero position embedding and a zero
-    output layer (the untrained generator proposes the current frame)."""
+    output layers (the untrained generator proposes the current frame and state)."""
     for module in generator.modules():
         if isinstance(module, nn.Linear | nn.LayerNorm | nn.Embedding):
             module.reset_parameters()
     nn.init.zeros_(generator.position)
     nn.init.zeros_(generator.out.weight)
     nn.init.zeros_(generator.out.bias)
+    nn.init.zeros_(generator.state_out.weight)
+    nn.init.zeros_(generator.state_out.bias)

@@ -6,10 +6,11 @@ Samples (``SubgoalSamples``): a frame t of a successful episode, a goal g that i
 frame (what a goal image shows; ``final_goal_fraction``) or a later frame of it (hindsight),
 and k uniform in 1..max_ahead; the target is the encoded latent of frame min(t + k, g): the
 frame the data showed k steps later on its way to g (g itself once it is closer than k).
-Loss: the mean |G(z_t, s_t, z_g, k) - z_target| over tokens and features, the planner's L1
-energy. Every ``holdout_every``-th successful episode is held out and scored each step without
+Loss: the mean |G(z_t, s_t, z_g, k) - z_target| over tokens and features (the planner's L1
+energy) plus ``state_weight`` x the mean |proposed - recorded| end-effector position and gripper
+of the target frame in the readout's units (``world_model.readout.STATE_SCALE``). Every ``holdout_every``-th successful episode is held out and scored each step without
 gradients (``holdout_l1``) beside the two trivial answers, the current frame (``copy_l1``) and
-the goal (``goal_l1``).
+the goal (``goal_l1``); ``holdout_cm`` is the held-out proposals' median position error (cm).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from robots.config import ConfigError
 from world_model.critic_data import LatentCache, chosen_episodes, load_or_build_cache
 from world_model.data import open_reader
 from world_model.model import WorldModel
+from world_model.subgoals import SUBGOAL_STATE, state_scale
 
 
 @dataclass
@@ -36,6 +38,7 @@ class SubgoalSection:
         hidden, depth, heads, max_ahead: sizes of a new generator (``SubgoalConfig``); a model
             that already has one keeps its own.
         final_goal_fraction: share of samples whose goal is their episode's last frame.
+        state_weight: weight of the proposed state's error (position and gripper).
         holdout_every: every n-th successful episode is held out (0: none).
         successful_only: train on episodes the collector marked successful only (a failed
             or random-walk episode's later frames are not a way to its last frame's scene).
@@ -48,6 +51,7 @@ class SubgoalSection:
     heads: int = 4
     max_ahead: int = 6
     final_goal_fraction: float = 0.7
+    state_weight: float = 1.0
     holdout_every: int = 10
     successful_only: bool = True
     encode_batch: int = 64
@@ -66,6 +70,8 @@ def check_section(section: SubgoalSection) -> None:
         raise ConfigError(
             f"subgoals.hidden {section.hidden} must be a multiple of heads {section.heads}"
         )
+    if section.state_weight < 0:
+        raise ConfigError(f"subgoals.state_weight must be >= 0, got {section.state_weight}")
     if section.holdout_every < 0:
         raise ConfigError(f"subgoals.holdout_every must be >= 0, got {section.holdout_every}")
 
@@ -148,7 +154,7 @@ class SubgoalObjective:
     """Training state of the subgoal stage: the frozen model, its latent cache and the
     trainable ``module`` (the generator; a model without one gets a fresh one)."""
 
-    metric_names = ("loss", "holdout_l1", "copy_l1", "goal_l1")
+    metric_names = ("loss", "latent_l1", "holdout_l1", "copy_l1", "goal_l1", "holdout_cm")
 
     def __init__(
         self,
@@ -201,8 +207,8 @@ class SubgoalObjective:
         )
 
     def inputs(self, batch: dict, prefix: str = "") -> tuple[torch.Tensor, ...]:
-        """(frame latents [B, N, D], their states [B, 7], goal latents, target latents,
-        steps ahead [B]) on the model's device, for the batch's ``prefix`` part."""
+        """(frame latents [B, N, D], their states [B, 7], goal latents, target latents, target
+        states, steps ahead [B]) on the model's device, for the batch's ``prefix`` part."""
         cache, device = self.cache, self.model.device
 
         def put(tensor: torch.Tensor) -> torch.Tensor:
@@ -214,26 +220,49 @@ class SubgoalObjective:
             put(cache.states[frame]),
             put(cache.encoded[goal]),
             put(cache.encoded[target]),
+            put(cache.states[target]),
             batch[prefix + "ahead"].to(device),
         )
 
-    def losses(self, module: nn.Module, batch: dict, autocast) -> dict[str, torch.Tensor]:
-        """Mean L1 of the proposals against the data's frames k steps ahead."""
-        latents, states, goals, targets, ahead = self.inputs(batch)
+    def errors(
+        self, module: nn.Module, batch: dict, autocast, prefix: str = ""
+    ) -> tuple[torch.Tensor, ...]:
+        """(latent L1, state error in readout units, position errors [B] in metres, the
+        current frame's L1 to the target, the goal's L1 to the target) of one batch part."""
+        latents, states, goals, targets, target_states, ahead = self.inputs(batch, prefix)
         with autocast():
-            proposed = module(latents, states, goals, ahead).float()
-        loss = (proposed - targets).abs().mean()
-        holdout = loss.new_full((), float("nan"))
-        copy_l1 = (latents - targets).abs().mean()
-        goal_l1 = (goals - targets).abs().mean()
+            proposed, proposed_states = module(latents, states, goals, ahead)
+        dims = list(SUBGOAL_STATE)
+        miss = (proposed_states.float() - target_states)[:, dims]
+        state_error = (miss / state_scale(miss)).abs().mean()
+        return (
+            (proposed.float() - targets).abs().mean(),
+            state_error,
+            miss[:, :3].norm(dim=-1),
+            (latents - targets).abs().mean(),
+            (goals - targets).abs().mean(),
+        )
+
+    def losses(self, module: nn.Module, batch: dict, autocast) -> dict[str, torch.Tensor]:
+        """Mean L1 of the proposals against the data's frames k steps ahead, plus the weighted
+        state error."""
+        latent_l1, state_error, apart, copy_l1, goal_l1 = self.errors(module, batch, autocast)
+        loss = latent_l1 + self.section.state_weight * state_error
+        holdout = holdout_cm = loss.new_full((), float("nan"))
         if "holdout_frame" in batch:
-            latents, states, goals, targets, ahead = self.inputs(batch, "holdout_")
-            with torch.no_grad(), autocast():
-                proposed = module(latents, states, goals, ahead).float()
-            holdout = (proposed - targets).abs().mean()
-            copy_l1 = (latents - targets).abs().mean()
-            goal_l1 = (goals - targets).abs().mean()
-        return {"loss": loss, "holdout_l1": holdout, "copy_l1": copy_l1, "goal_l1": goal_l1}
+            with torch.no_grad():
+                holdout, _, apart, copy_l1, goal_l1 = self.errors(
+                    module, batch, autocast, "holdout_"
+                )
+            holdout_cm = 100 * apart.median()
+        return {
+            "loss": loss,
+            "latent_l1": latent_l1.detach(),
+            "holdout_l1": holdout,
+            "copy_l1": copy_l1,
+            "goal_l1": goal_l1,
+            "holdout_cm": holdout_cm.detach(),
+        }
 
     def begin_step(self, step: int) -> None:
         """Nothing to do (the samples are a function of the step)."""
