@@ -261,7 +261,7 @@ class Planner:
             state_batch,
             goal_latent,
             batch=self.evaluation_batch,
-            goal_state=self.read_goal_state(goal_latent, proposed_state),
+            goal_state=self.read_goal_state(goal_latent, proposed_state, state_batch),
         )
         result = self.actor.plan(problem, self.generator)
         actions = result.actions.detach().float().cpu()  # [H, 7]; waits for the device
@@ -299,20 +299,35 @@ class Planner:
         return torch.zeros(ACTION_DIM)
 
     def read_goal_state(
-        self, goal_latent: torch.Tensor, proposed: torch.Tensor | None = None
+        self,
+        goal_latent: torch.Tensor,
+        proposed: torch.Tensor | None = None,
+        current: torch.Tensor | None = None,
     ) -> torch.Tensor | None:
-        """The goal's state [1, 7]: the subgoal generator's ``proposed`` state when given (the
-        hierarchical mode), else read off the goal latent; gripper binarised when the cost says
-        so. None when the cost has no readout term."""
+        """The goal's state [1, 7], or None when the cost has no readout term.
+
+        Read off the goal latent (gripper binarised at ``readout_gripper_threshold`` when set),
+        or in the hierarchical mode the subgoal generator's ``proposed`` state, whose gripper is
+        an intent relative to the ``current`` state [1, 7]: a proposed change of at least the
+        threshold closes (1) or opens (0) the hand fully, a smaller one keeps it where it is.
+        A generator's regression lands between open and holding the cube (0.375); a full
+        close is what makes the hand grip (``sim.hand``), and holding needs no further command.
+        """
         config = self.cost.config
         if not config.uses_readout:
             return None
+        threshold = config.readout_gripper_threshold
         if proposed is not None:
             state = proposed.clone()
-        else:
-            state = self.world_model.read_state(goal_latent).clone()
-        if config.readout_gripper_threshold is not None:
-            closed = state[:, GRIPPER] >= config.readout_gripper_threshold
+            if threshold is not None and current is not None:
+                now = current[:, GRIPPER].to(state)
+                change = state[:, GRIPPER] - now
+                opened = torch.where(change <= -threshold, torch.zeros_like(now), now)
+                state[:, GRIPPER] = torch.where(change >= threshold, torch.ones_like(now), opened)
+            return state
+        state = self.world_model.read_state(goal_latent).clone()
+        if threshold is not None:
+            closed = state[:, GRIPPER] >= threshold
             state[:, GRIPPER] = closed.to(state.dtype)
         return state
 

@@ -212,8 +212,10 @@ def test_the_readout_term_aims_at_the_proposed_state() -> None:
     model.add_subgoals(hidden=16, depth=1, heads=2, max_ahead=2)
     overrides = ["actor.samples=16", "actor.iterations=2", "actor.elites=4", "subgoal_ahead=1"]
     planner = Planner(load_planner_config("icem_readout", overrides), model, "cpu")
-    proposed = torch.tensor([[0.4, 0.1, 0.2, np.pi, 0.0, 0.0, 0.7]])
     latent = torch.zeros(1, model.num_patches, model.latent_dim)
-    goal_state = planner.read_goal_state(latent, proposed)
-    assert goal_state.tolist() == [pytest.approx([0.4, 0.1, 0.2, np.pi, 0.0, 0.0, 1.0])]
-    assert proposed[0, 6] == pytest.approx(0.7)  # the generator's tensor is not changed
+    now = torch.tensor([[0.4, 0.1, 0.3, np.pi, 0.0, 0.0, 0.375]])  # holding the cube
+    for proposed_gripper, meant in ((0.7, 1.0), (0.45, 0.375), (0.3, 0.375), (0.1, 0.0)):
+        proposed = torch.tensor([[0.4, 0.1, 0.2, np.pi, 0.0, 0.0, proposed_gripper]])
+        goal_state = planner.read_goal_state(latent, proposed, now)
+        assert goal_state.tolist() == [pytest.approx([0.4, 0.1, 0.2, np.pi, 0.0, 0.0, meant])]
+        assert proposed[0, 6] == pytest.approx(proposed_gripper)  # the generator's is unchanged
