@@ -137,7 +137,9 @@ def load_config(
     file with ``base: <name>`` is that config of the same group with the file's keys merged
     over it (nested sections key by key)."""
     path = find_config(name_or_path, group)
-    data = apply_overrides(with_base(read_yaml(path), group, (Path(path).resolve(),)), overrides or [])
+    data = apply_overrides(
+        with_base(read_yaml(path), group, (Path(path).resolve(),)), overrides or []
+    )
     return from_dict(cls, data, where=path.stem)
 
 

@@ -120,7 +120,9 @@ def test_samples_aim_k_steps_ahead_but_never_past_their_goal(trained) -> None:
     batch = next(iter(samples))
     episode = cache.episode_of[batch["frame"]]
     assert torch.equal(cache.episode_of[batch["goal"]], episode)
-    assert torch.equal(batch["target"], torch.minimum(batch["frame"] + batch["ahead"], batch["goal"]))
+    assert torch.equal(
+        batch["target"], torch.minimum(batch["frame"] + batch["ahead"], batch["goal"])
+    )
     assert bool((batch["goal"] >= batch["frame"]).all())
     assert set(batch["ahead"].tolist()) == {1, 2, 3}
     assert not bool(np.isin(episode.numpy(), held).any())

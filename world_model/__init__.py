@@ -16,8 +16,8 @@ from world_model.errors import (
     InputShapeError,
     ModelSpecError,
     NoCriticError,
-    NoSubgoalsError,
     NoReadoutError,
+    NoSubgoalsError,
     WorldModelError,
 )
 from world_model.model import WorldModel, build

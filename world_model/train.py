@@ -33,7 +33,6 @@ from world_model.files import write_json
 from world_model.model import WorldModel, build, with_views
 from world_model.regularizers import REGULARIZERS, RegularizerSection
 from world_model.train_critic import CriticObjective, CriticSection
-from world_model.train_subgoals import SubgoalObjective, SubgoalSection
 from world_model.train_encoder import EncoderObjective
 from world_model.train_joint import JointObjective, JointSection
 from world_model.train_loop import (
@@ -49,6 +48,7 @@ from world_model.train_loop import (
 )
 from world_model.train_predictor import PredictorObjective
 from world_model.train_readout import ReadoutObjective
+from world_model.train_subgoals import SubgoalObjective, SubgoalSection
 
 LATENT_STAGES = ("critic", "subgoals")  # heads trained on a cache of the frozen model's latents
 STAGES = ("predictor", "encoder", "readout", "joint", "critic", "subgoals")

@@ -235,10 +235,7 @@ class CriticObjective:
         tasks: cache (and train on) the episodes of these tasks only (None: all)."""
         check_section(section)
         self.model, self.section = model, section
-        model.encoder.eval().requires_grad_(False)
-        model.predictor.eval().requires_grad_(False)
-        if model.readout is not None:
-            model.readout.eval().requires_grad_(False)
+        freeze(model.encoder, model.predictor, model.readout)
         if model.critic is None:
             model.add_critic(section.hidden, section.use_state, section.max_steps)
         cache_file = (
@@ -398,6 +395,14 @@ class CriticObjective:
     def final_model(self) -> WorldModel:
         self.model.critic.eval()
         return self.model
+
+
+def freeze(*modules: nn.Module | None) -> None:
+    """Put each of ``modules`` (None: skipped) in eval mode without gradients: the parts of
+    the model a head stage reads but does not train."""
+    for module in modules:
+        if module is not None:
+            module.eval().requires_grad_(False)
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -7,8 +7,9 @@ frame (what a goal image shows; ``final_goal_fraction``) or a later frame of it 
 and k uniform in 1..max_ahead; the target is the encoded latent of frame min(t + k, g): the
 frame the data showed k steps later on its way to g (g itself once it is closer than k).
 Loss: the mean |G(z_t, s_t, z_g, k) - z_target| over tokens and features (the planner's L1
-energy) plus ``state_weight`` x the mean |proposed - recorded| end-effector position and gripper
-of the target frame in the readout's units (``world_model.readout.STATE_SCALE``). Every ``holdout_every``-th successful episode is held out and scored each step without
+energy) plus ``state_weight`` x the mean |proposed - recorded| end-effector position and
+gripper of the target frame in the readout's units (``world_model.readout.STATE_SCALE``).
+Every ``holdout_every``-th successful episode is held out and scored each step without
 gradients (``holdout_l1``) beside the two trivial answers, the current frame (``copy_l1``) and
 the goal (``goal_l1``); ``holdout_cm`` is the held-out proposals' median position error (cm).
 """
@@ -28,6 +29,8 @@ from world_model.critic_data import LatentCache, chosen_episodes, load_or_build_
 from world_model.data import open_reader
 from world_model.model import WorldModel
 from world_model.subgoals import SUBGOAL_STATE, state_scale
+from world_model.train_critic import freeze
+from world_model.train_predictor import SupervisedObjective
 
 
 @dataclass
@@ -146,13 +149,19 @@ class SubgoalSamples(IterableDataset):
         target = np.minimum(frame + ahead, goal)
         return {
             name: torch.from_numpy(np.asarray(value, dtype=np.int64))
-            for name, value in (("frame", frame), ("goal", goal), ("target", target), ("ahead", ahead))
+            for name, value in (
+                ("frame", frame),
+                ("goal", goal),
+                ("target", target),
+                ("ahead", ahead),
+            )
         }
 
 
-class SubgoalObjective:
+class SubgoalObjective(SupervisedObjective):
     """Training state of the subgoal stage: the frozen model, its latent cache and the
-    trainable ``module`` (the generator; a model without one gets a fresh one)."""
+    trainable ``module`` (the generator; a model without one gets a fresh one). The samples
+    are a function of the step, so there is no state beyond the generator's weights."""
 
     metric_names = ("loss", "latent_l1", "holdout_l1", "copy_l1", "goal_l1", "holdout_cm")
 
@@ -170,9 +179,7 @@ class SubgoalObjective:
         tasks: cache (and train on) the episodes of these tasks only (None: all)."""
         check_section(section)
         self.model, self.section = model, section
-        for head in (model.encoder, model.predictor, model.readout, model.critic):
-            if head is not None:
-                head.eval().requires_grad_(False)
+        freeze(model.encoder, model.predictor, model.readout, model.critic)
         if model.subgoals is None:
             model.add_subgoals(section.hidden, section.depth, section.heads, section.max_ahead)
         reader = open_reader(source)
@@ -181,10 +188,21 @@ class SubgoalObjective:
             out / "subgoal_latents.pt" if out is not None and section.cache_latents else None
         )
         self.cache = load_or_build_cache(
-            model, reader, 0, section.encode_batch, cache_file, verbose, tasks=tasks, stage="subgoals"
+            model,
+            reader,
+            0,
+            section.encode_batch,
+            cache_file,
+            verbose,
+            tasks=tasks,
+            stage="subgoals",
         )
         usable = np.array(
-            [i for i, meta in enumerate(metas) if meta.get("success", True) or not section.successful_only],
+            [
+                i
+                for i, meta in enumerate(metas)
+                if meta.get("success", True) or not section.successful_only
+            ],
             dtype=np.int64,
         )
         if not len(usable):
@@ -263,18 +281,6 @@ class SubgoalObjective:
             "goal_l1": goal_l1,
             "holdout_cm": holdout_cm.detach(),
         }
-
-    def begin_step(self, step: int) -> None:
-        """Nothing to do (the samples are a function of the step)."""
-
-    def end_step(self, step: int) -> None:
-        """Nothing to do."""
-
-    def extra_state(self) -> dict[str, dict]:
-        return {}
-
-    def load_extra_state(self, state: dict[str, dict]) -> None:
-        """Nothing to restore."""
 
     def final_model(self) -> WorldModel:
         self.model.subgoals.eval()
