@@ -18,7 +18,9 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch.utils.data import IterableDataset, get_worker_info
 
 from robots.config import ConfigError
 from world_model.data import actions_from_states, open_reader
@@ -59,6 +61,44 @@ class LatentCache:
 
     def to_dict(self) -> dict:
         return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+class CacheBatches(IterableDataset):
+    """An endless, deterministic stream of batches of indices into a ``LatentCache``: item i is
+    ``self.draw_item(rng)`` with rng a pure function of (seed, rank, i), so ``start_item``
+    resumes it exactly; DataLoader worker w of W takes every W-th item. Subclasses write
+    ``draw_item``.
+
+    Attributes:
+        first, last: [E] each cache episode's first and last frame. episode_of: [F].
+    """
+
+    def __init__(
+        self, cache: LatentCache, batch_size: int, seed: int, rank: int, start_item: int
+    ) -> None:
+        super().__init__()
+        self.batch_size, self.seed, self.rank, self.start_item = batch_size, seed, rank, start_item
+        self.first = cache.first.numpy()
+        self.last = self.first + cache.length.numpy() - 1
+        self.episode_of = cache.episode_of.numpy()
+
+    def __iter__(self):
+        info = get_worker_info()
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
+        item = self.start_item
+        while True:
+            if item % workers == worker:
+                yield self.draw_item(np.random.default_rng([self.seed, self.rank, item]))
+            item += 1
+
+    def draw_item(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """One batch of indices."""
+        raise NotImplementedError
+
+
+def on_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A cached (float16) latent or state tensor as float32 on ``device``."""
+    return tensor.to(device, torch.float32)
 
 
 def fingerprint(model: WorldModel, episodes: list[dict], rollout_steps: int, explore: bool) -> str:

@@ -38,12 +38,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import IterableDataset, get_worker_info
 
 from robots.config import ConfigError
 from robots.franka import rollout_states
 from world_model.critic import OUTPUT_SCALE
-from world_model.critic_data import LatentCache, load_or_build_cache
+from world_model.critic_data import CacheBatches, LatentCache, load_or_build_cache, on_device
 from world_model.model import WorldModel
 from world_model.train_loop import ema_update
 
@@ -112,10 +111,9 @@ def check_section(section: CriticSection) -> None:
         raise ConfigError("critic.rank_weight needs critic.rollout_steps >= 1")
 
 
-class CriticSamples(IterableDataset):
+class CriticSamples(CacheBatches):
     """An endless, deterministic stream of batches of (frame, steps ahead, goal, negative)
-    indices into a ``LatentCache``: item i is a pure function of (seed, rank, i), so
-    ``start_item`` resumes it exactly; DataLoader worker w of W takes every W-th item.
+    indices into a ``LatentCache`` (``CacheBatches``: resumable, split across workers).
 
     Attributes:
         clips: [M] the global frame indices that batches start from (the tasks asked for).
@@ -131,12 +129,8 @@ class CriticSamples(IterableDataset):
         start_item: int = 0,
         tasks: list[str] | None = None,
     ) -> None:
-        super().__init__()
-        self.section, self.batch_size = section, batch_size
-        self.seed, self.rank, self.start_item = seed, rank, start_item
-        self.first = cache.first.numpy()
-        self.last = self.first + cache.length.numpy() - 1
-        self.episode_of = cache.episode_of.numpy()
+        super().__init__(cache, batch_size, seed, rank, start_item)
+        self.section = section
         chosen = np.array([tasks is None or task in tasks for task in cache.tasks])
         if not chosen.any():
             raise ConfigError(f"no episode of the tasks {tasks} in the dataset")
@@ -148,16 +142,7 @@ class CriticSamples(IterableDataset):
             [np.arange(self.first[e], self.last[e] + 1) for e in self.episodes]
         )
 
-    def __iter__(self):
-        info = get_worker_info()
-        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        item = self.start_item
-        while True:
-            if item % workers == worker:
-                yield self.draw(np.random.default_rng([self.seed, self.rank, item]))
-            item += 1
-
-    def draw(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    def draw_item(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """One batch: {"frame", "steps", "goal": int64 [B], "negative": bool [B]}."""
         section, size = self.section, self.batch_size
         frame = rng.choice(self.clips, size)
@@ -273,16 +258,12 @@ class CriticObjective:
             latents[rows] = cache.predicted[ahead - 1, frame[rows]]
         last = self.last_frame(shown)
         following = torch.minimum(shown + 1, last)
-
-        def put(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor.to(device, torch.float32)
-
         return (
-            put(latents),
-            put(cache.states[shown]),
-            put(cache.encoded[goal]),
-            put(cache.encoded[following]),
-            put(cache.states[following]),
+            on_device(latents, device),
+            on_device(cache.states[shown], device),
+            on_device(cache.encoded[goal], device),
+            on_device(cache.encoded[following], device),
+            on_device(cache.states[following], device),
             (goal - shown).to(device),
         )
 

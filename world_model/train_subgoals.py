@@ -22,10 +22,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import IterableDataset, get_worker_info
 
 from robots.config import ConfigError
-from world_model.critic_data import LatentCache, chosen_episodes, load_or_build_cache
+from world_model.critic_data import (
+    CacheBatches,
+    LatentCache,
+    chosen_episodes,
+    load_or_build_cache,
+    on_device,
+)
 from world_model.data import open_reader
 from world_model.model import WorldModel
 from world_model.subgoals import SUBGOAL_STATE, state_scale
@@ -88,11 +93,10 @@ def split_episodes(usable: np.ndarray, holdout_every: int) -> tuple[np.ndarray, 
     return usable[~held], usable[held]
 
 
-class SubgoalSamples(IterableDataset):
+class SubgoalSamples(CacheBatches):
     """An endless, deterministic stream of batches of (frame, goal, target, ahead) indices into
-    a ``LatentCache``; item i is a pure function of (seed, rank, i), so ``start_item`` resumes
-    it exactly; DataLoader worker w of W takes every W-th item. Each batch also carries a
-    held-out batch (keys prefixed ``holdout_``) when episodes are held out.
+    a ``LatentCache`` (``CacheBatches``: resumable, split across workers). Each batch also
+    carries a held-out batch (keys prefixed ``holdout_``) when episodes are held out.
 
     Attributes:
         clips: [M] the training frames that batches start from.
@@ -109,14 +113,10 @@ class SubgoalSamples(IterableDataset):
         rank: int = 0,
         start_item: int = 0,
     ) -> None:
-        super().__init__()
+        super().__init__(cache, batch_size, seed, rank, start_item)
         if not len(train_episodes):
             raise ConfigError("no episode to train the subgoal generator on")
-        self.section, self.batch_size = section, batch_size
-        self.seed, self.rank, self.start_item = seed, rank, start_item
-        self.first = cache.first.numpy()
-        self.last = self.first + cache.length.numpy() - 1
-        self.episode_of = cache.episode_of.numpy()
+        self.section = section
         self.clips = self._frames(train_episodes)
         self.holdout = self._frames(holdout_episodes)
 
@@ -124,19 +124,13 @@ class SubgoalSamples(IterableDataset):
         parts = [np.arange(self.first[e], self.last[e] + 1) for e in episodes]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
-    def __iter__(self):
-        info = get_worker_info()
-        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
-        item = self.start_item
-        while True:
-            if item % workers == worker:
-                rng = np.random.default_rng([self.seed, self.rank, item])
-                batch = self.draw(self.clips, rng)
-                if len(self.holdout):
-                    held = self.draw(self.holdout, rng)
-                    batch.update({f"holdout_{key}": value for key, value in held.items()})
-                yield batch
-            item += 1
+    def draw_item(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        """A training batch and, when episodes are held out, a held-out one."""
+        batch = self.draw(self.clips, rng)
+        if len(self.holdout):
+            held = self.draw(self.holdout, rng)
+            batch.update({f"holdout_{key}": value for key, value in held.items()})
+        return batch
 
     def draw(self, frames: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
         """One batch from ``frames``: {"frame", "goal", "target", "ahead": int64 [B]}."""
@@ -228,17 +222,13 @@ class SubgoalObjective(SupervisedObjective):
         """(frame latents [B, N, D], their states [B, 7], goal latents, target latents, target
         states, steps ahead [B]) on the model's device, for the batch's ``prefix`` part."""
         cache, device = self.cache, self.model.device
-
-        def put(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor.to(device, torch.float32)
-
         frame, goal, target = (batch[prefix + name] for name in ("frame", "goal", "target"))
         return (
-            put(cache.encoded[frame]),
-            put(cache.states[frame]),
-            put(cache.encoded[goal]),
-            put(cache.encoded[target]),
-            put(cache.states[target]),
+            on_device(cache.encoded[frame], device),
+            on_device(cache.states[frame], device),
+            on_device(cache.encoded[goal], device),
+            on_device(cache.encoded[target], device),
+            on_device(cache.states[target], device),
             batch[prefix + "ahead"].to(device),
         )
 
