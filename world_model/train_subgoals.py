@@ -84,6 +84,13 @@ def check_section(section: SubgoalSection) -> None:
         raise ConfigError(f"subgoals.holdout_every must be >= 0, got {section.holdout_every}")
 
 
+def usable_episodes(metas: list[dict], successful_only: bool) -> np.ndarray:
+    """Indices of the episodes (their index-entry ``metas``) to learn ways to goals from: the
+    successful ones (an entry without the flag counts as one), or all of them."""
+    keep = [not successful_only or meta.get("success", True) for meta in metas]
+    return np.flatnonzero(np.array(keep, dtype=bool)).astype(np.int64)
+
+
 def split_episodes(usable: np.ndarray, holdout_every: int) -> tuple[np.ndarray, np.ndarray]:
     """(training, held-out) cache episode indices: every ``holdout_every``-th of the ``usable``
     ones is held out (none for 0, or when that would leave no training episode)."""
@@ -191,14 +198,7 @@ class SubgoalObjective(SupervisedObjective):
             tasks=tasks,
             stage="subgoals",
         )
-        usable = np.array(
-            [
-                i
-                for i, meta in enumerate(metas)
-                if meta.get("success", True) or not section.successful_only
-            ],
-            dtype=np.int64,
-        )
+        usable = usable_episodes(metas, section.successful_only)
         if not len(usable):
             raise ConfigError("no successful episode in the dataset to train subgoals on")
         self.train_episodes, self.holdout_episodes = split_episodes(usable, section.holdout_every)
