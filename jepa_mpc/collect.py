@@ -3,7 +3,11 @@
 Each episode is driven by one of two behaviours, drawn per episode: the task's scripted expert
 with Gaussian action noise and occasional random actions (purposeful, task-relevant motion), or
 a smooth random walk (time-correlated random deltas that cover the workspace, DROID-like
-variety). Episodes run in parallel worker processes and are written by the main process with
+variety). With ``--planner`` (DAgger data) a planner drives every episode toward its final goal
+image instead (the scripted expert acting on ``--expert-share`` of the steps), and every frame is
+labelled with what the relabelling expert (``sim.experts.LEARNER``) would do there; the
+episodes carry those labels and the goal image (``docs/data_format.md``). Episodes run in
+parallel worker processes and are written by the main process with
 ``world_model.data.TrajectoryWriter`` (chunked, atomic). Frames are recorded at the input size of
 the model they train (default 128 px, sim-small's), so that training resizes nothing.
 """
@@ -41,6 +45,26 @@ class CollectSpec:
     explore: float = 0.3  # probability that an episode is a random walk
     noise: float = 0.01  # std of the expert's action noise (metres / radians)
     random_action_prob: float = 0.1  # per-step chance the expert's action is replaced
+    planner: str | None = None  # DAgger data: the planner preset that acts (with ``model``)
+    model: str | None = None  # its world model (name or checkpoint folder)
+    overrides: tuple[str, ...] = ()  # its config overrides
+    expert_share: float = 0.0  # share of the steps on which the expert acts instead
+
+
+_PLANNERS: dict[tuple, object] = {}  # one planner per worker process and configuration
+
+
+def planner_for(spec: CollectSpec):
+    """The spec's planner, loaded once per process (without the checkpoint's hash check when
+    the model is a folder path: ``collect`` checks it once before the workers start)."""
+    key = (spec.planner, spec.model, spec.overrides)
+    if key not in _PLANNERS:
+        from planner import Planner
+
+        _PLANNERS[key] = Planner.from_config(
+            spec.planner, spec.model, "cpu", list(spec.overrides), verify=False
+        )
+    return _PLANNERS[key]
 
 
 def random_walk_action(
@@ -58,10 +82,13 @@ def random_walk_action(
 
 
 def record_episode(spec: CollectSpec) -> dict:
-    """Run one episode in a fresh env; returns frames [T+1,H,W,3], states [T+1,7] and labels."""
+    """Run one episode in a fresh env; returns frames [T+1,H,W,3], states [T+1,7] and labels
+    (with a planner: also the expert's labels [T+1, 7] and the goal image)."""
     import sim  # imported in the worker so each process owns its renderer
     from sim.experts import expert_action
 
+    if spec.planner is not None:
+        return record_planned_episode(spec)
     env = sim.make(
         spec.task,
         backend=spec.backend,
@@ -129,6 +156,8 @@ def collect(
             f"seeds jepa-mpc bench uses): training data must use --seed {TRAINING_SEEDS_START} "
             "or above"
         )
+    if spec_kwargs.get("planner") is not None:
+        check_planner(spec_kwargs)
     spec_kwargs["cameras"] = check_cameras(spec_kwargs.get("cameras", ("exterior",)))
     if spec_kwargs["cameras"] != ("exterior",) and spec_kwargs.get("backend") == "pybullet":
         raise ValueError("--cameras: the pybullet backend renders the exterior camera only")
@@ -137,7 +166,7 @@ def collect(
         for i in range(episodes)
     ]
     start = time.perf_counter()
-    counts = {"expert": 0, "random_walk": 0}
+    counts = {"expert": 0, "random_walk": 0, "planner": 0}
     successes = 0
     info = {
         "simulator": specs[0].backend,
@@ -147,6 +176,14 @@ def collect(
         "cameras": list(specs[0].cameras),
         "collector": __name__,
     }
+    if specs[0].planner is not None:
+        info["dagger"] = {
+            "planner": specs[0].planner,
+            "model": specs[0].model,
+            "overrides": list(specs[0].overrides),
+            "expert_share": specs[0].expert_share,
+            "labels": "sim.experts.LEARNER",
+        }
     with TrajectoryWriter(out, control_dt=CONTROL_DT, info=info) as writer:
         with _pool(workers) as pool:
             results = pool.imap(record_episode, specs) if pool else map(record_episode, specs)
@@ -158,6 +195,8 @@ def collect(
                         result["states"],
                         task=result["task"],
                         success=result["success"],
+                        expert_actions=result.get("expert_actions"),
+                        goal_frame=result.get("goal_frame"),
                     )
                     counts[result["behaviour"]] += 1
                     successes += result["success"]
@@ -166,6 +205,67 @@ def collect(
         **counts,
         "success_rate": successes / episodes,
         "seconds": round(time.perf_counter() - start, 2),
+    }
+
+
+def check_planner(spec_kwargs: dict) -> None:
+    """Fail before any worker starts when the DAgger settings cannot work: a planner needs a
+    model, the expert share is a fraction, and the planner loads (the checkpoint's hashes are
+    checked here, once)."""
+    from planner import Planner
+
+    if not spec_kwargs.get("model"):
+        raise ValueError("--planner needs --model (the world model the planner plans with)")
+    share = spec_kwargs.get("expert_share", 0.0)
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"--expert-share must be in [0, 1], got {share}")
+    Planner.from_config(
+        spec_kwargs["planner"], spec_kwargs["model"], "cpu", list(spec_kwargs.get("overrides", ()))
+    )
+
+
+def record_planned_episode(spec: CollectSpec) -> dict:
+    """One DAgger episode: the spec's planner acts toward the final goal image (the expert on
+    ``expert_share`` of the steps), every frame labelled by the relabelling expert."""
+    import sim
+    from sim.experts import LEARNER, expert_action
+    from sim.goals import episode_goals
+
+    planner = planner_for(spec)
+    env = sim.make(
+        spec.task,
+        backend=spec.backend,
+        image_size=spec.image_size,
+        seed=spec.seed,
+        cameras=spec.cameras,
+    )
+    try:
+        rng = np.random.default_rng(spec.seed)
+        obs, _ = env.reset(seed=spec.seed)
+        goal = episode_goals(env.unwrapped, use_subgoals=False)[-1]
+        planner.reset(seed=spec.seed)
+        frames, states, labels = [obs["image"]], [obs["state"]], []
+        info: dict = {"success": False}
+        for _ in range(spec.steps or env.unwrapped.episode_length):
+            labels.append(expert_action(env.unwrapped, tolerance=LEARNER))
+            if rng.random() < spec.expert_share:
+                action = labels[-1]
+            else:
+                action = planner.plan(obs, goal).action
+            obs, _, _, _, info = env.step(action)
+            frames.append(obs["image"])
+            states.append(obs["state"])
+        labels.append(expert_action(env.unwrapped, tolerance=LEARNER))
+    finally:
+        env.close()
+    return {
+        "frames": np.stack(frames),
+        "states": np.stack(states).astype(np.float32),
+        "task": spec.task,
+        "success": bool(info["success"]),
+        "behaviour": "planner",
+        "expert_actions": np.stack(labels).astype(np.float32),
+        "goal_frame": goal["image"],
     }
 
 
@@ -219,7 +319,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--explore", type=float, default=0.3, help="share of random walks")
     parser.add_argument("--noise", type=float, default=0.01, help="expert action noise std")
+    parser.add_argument(
+        "--planner",
+        default=None,
+        help="DAgger data: this planner preset drives every episode toward its final goal image "
+        "and the relabelling expert labels every frame (needs --model)",
+    )
+    parser.add_argument("--model", default=None, help="the planner's world model")
+    parser.add_argument(
+        "--expert-share",
+        type=float,
+        default=0.0,
+        dest="expert_share",
+        help="with --planner: share of the steps on which the expert acts instead",
+    )
+    parser.add_argument("overrides", nargs="*", help="with --planner: its config overrides")
     args = parser.parse_args(argv)
+    if args.overrides and args.planner is None:
+        parser.error(f"overrides {args.overrides} need --planner")
     try:
         summary = collect(
             args.out,
@@ -233,6 +350,10 @@ def main(argv: list[str] | None = None) -> int:
             steps=args.steps,
             explore=args.explore,
             noise=args.noise,
+            planner=args.planner,
+            model=args.model,
+            overrides=tuple(args.overrides),
+            expert_share=args.expert_share,
         )
     except (ValueError, FileNotFoundError) as error:
         print(f"jepa-mpc collect: {error}", file=sys.stderr)

@@ -12,7 +12,9 @@ from robots.config import ConfigError, load_config
 from robots.franka import Workspace
 from world_model.hot_path import PRECISIONS, check_threads
 
-ACTORS = ("cem", "icem", "gd", "cem+gd", "mppi", "amortised")
+ACTORS = ("cem", "icem", "gd", "cem+gd", "mppi", "amortised", "policy")
+# actor.policy value: the hierarchical mode's subgoal generator proposes (its next state).
+SUBGOAL_POLICY = "subgoals"
 
 
 @dataclass
@@ -147,8 +149,10 @@ class ActorConfig:
         restarts: GD random restarts (one batch). steps: GD (or CEM+GD refinement) steps.
         learning_rate: Adam step size (metres per step, roughly).
         temperature: MPPI temperature, in units of the population's energy std.
-        policy: amortised: the proposal policy (a ``.safetensors`` path, a folder holding
-            ``policy.safetensors``, a bundled model name such as ``sim-small``) or "none".
+        policy: amortised and policy: the proposal policy (a ``.safetensors`` path, a folder
+            holding ``policy.safetensors``, a bundled model name such as ``sim-small``), or
+            "subgoals" (the hierarchical mode's subgoal generator: a step toward the state it
+            proposes, ``planner.actors.amortised.subgoal_proposal``), or "none".
         refine_samples, refine_iterations: amortised: the small iCEM search around the proposal.
         refine_std: amortised: its sampling std, as a fraction of ``init_std_*``.
         probes: amortised: sequences drawn from the full search's initial distribution; when one
@@ -241,6 +245,10 @@ def validate(config: PlannerConfig) -> PlannerConfig:
         raise ConfigError(f"precision must be one of {PRECISIONS}, got {config.precision!r}")
     if config.subgoal_ahead < 0:
         raise ConfigError(f"subgoal_ahead must be >= 0 (0: off), got {config.subgoal_ahead}")
+    if actor.policy == SUBGOAL_POLICY and not config.subgoal_ahead:
+        raise ConfigError("actor.policy: subgoals needs the hierarchical mode (subgoal_ahead >= 1)")
+    if actor.name == "policy" and actor.policy in (None, "", "none"):
+        raise ConfigError("the policy actor executes a proposal: set actor.policy")
     threads_problem = check_threads(config.cpu_threads)
     if threads_problem:
         raise ConfigError(threads_problem)

@@ -72,6 +72,24 @@ def best_so_far(problem: Problem) -> np.ndarray:
     return np.stack((counts, np.minimum.accumulate(lows)), axis=1)
 
 
+INTENT_CHANGE = 0.1  # a proposed gripper change at least this large is an intent to move it
+INTENT_CLOSED = 0.15  # a hand at least this closed is meant closed (on the cube: 0.375)
+
+
+def intent(proposed: torch.Tensor, current: torch.Tensor) -> torch.Tensor:
+    """The subgoal generator's ``proposed`` state [B, 7] with its gripper as an intent relative
+    to the ``current`` state [B, 7]: 1 (closed) for a proposed closing of ``INTENT_CHANGE`` or
+    more, 0 (open) for such an opening, else what the hand is now (closed from
+    ``INTENT_CLOSED``). A regression lands between open and holding the cube (0.375)."""
+    state = proposed.clone()
+    now = current[:, GRIPPER].to(state)
+    change = state[:, GRIPPER] - now
+    held = (now >= INTENT_CLOSED).to(state.dtype)
+    opened = torch.where(change <= -INTENT_CHANGE, torch.zeros_like(now), held)
+    state[:, GRIPPER] = torch.where(change >= INTENT_CHANGE, torch.ones_like(now), opened)
+    return state
+
+
 def has_readout(world_model: LatentWorldModel) -> bool:
     """Whether the model can read a state off a latent: a ``ReadoutWorldModel`` whose readout
     head, where it has an attribute for one (``WorldModel.readout``), is not None."""
@@ -262,6 +280,8 @@ class Planner:
             goal_latent,
             batch=self.evaluation_batch,
             goal_state=self.read_goal_state(goal_latent, proposed_state, state_batch),
+            subgoal_state=None if proposed_state is None else intent(proposed_state, state_batch),
+            subgoal_ahead=self.config.subgoal_ahead,
         )
         result = self.actor.plan(problem, self.generator)
         actions = result.actions.detach().float().cpu()  # [H, 7]; waits for the device

@@ -6,6 +6,8 @@ take over mid-episode.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -23,6 +25,33 @@ from sim.tasks import (
 MAX_STEP = 0.05  # metres per control step the expert asks for
 SAFE_HEIGHT = 0.10  # TCP height for travelling over the table
 OPEN, CLOSE = -1.0, 1.0  # gripper deltas
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How exactly the expert lines up before its next stage.
+
+    Attributes:
+        align: xy error (m) of the hand over the cube, or of the held cube over the target,
+            under which it descends.
+        correct_low: xy error (m) under which a misaligned hand slides sideways at its
+            height instead of rising to travel (0: it always rises; the collector's expert).
+        push_lateral: sideways offset (m) from the push line under which it pushes.
+        push_behind: how far behind the cube's face (m) the hand must be to push.
+    """
+
+    align: float = 0.008
+    correct_low: float = 0.0
+    push_lateral: float = 0.012
+    push_behind: float = 0.02
+
+
+EXACT = Tolerance()  # the collector's expert: its demonstrations line up to 8 mm
+# The relabelling expert (DAgger labels, ``jepa-mpc collect --planner``): a learner that sees
+# the cube to ~1-1.5 cm cannot tell 7 mm from 12 mm, so labels that rise and re-approach above
+# 8 mm but descend below it average into hovering. These line up to what the gripper forgives
+# (fingers open 8 cm around a 5 cm cube) and correct small errors sideways.
+LEARNER = Tolerance(align=0.015, correct_low=0.03, push_lateral=0.02, push_behind=0.015)
 
 
 def _toward(ee: np.ndarray, position: np.ndarray, orientation: np.ndarray, gripper: float):
@@ -56,7 +85,13 @@ def reach_action(task: ReachTask, ee: np.ndarray, cube: np.ndarray) -> np.ndarra
     return _toward(ee, task.target, task.home[3:6], OPEN)
 
 
-def pick_action(task: GraspTask, ee: np.ndarray, cube: np.ndarray, place: bool) -> np.ndarray:
+def pick_action(
+    task: GraspTask,
+    ee: np.ndarray,
+    cube: np.ndarray,
+    place: bool,
+    tolerance: Tolerance = EXACT,
+) -> np.ndarray:
     """Hover over the cube, descend, close, lift; with ``place`` carry it to the target."""
     orientation = task.home[3:6]
     held = _is_held(ee, cube)
@@ -67,20 +102,29 @@ def pick_action(task: GraspTask, ee: np.ndarray, cube: np.ndarray, place: bool) 
         return _toward(ee, task.target + [0.0, 0.0, GRASP_HEIGHT], orientation, CLOSE)
     if held:
         carry_height = task.config.lift_height + CUBE_SIZE / 2
-        if np.linalg.norm(cube[:2] - task.target[:2]) > 0.008:
+        miss = task.target[:2] - cube[:2]
+        if np.linalg.norm(miss) > tolerance.align:
+            if np.linalg.norm(miss) <= tolerance.correct_low:
+                return _toward(ee, np.array([*(ee[:2] + miss), ee[2]]), orientation, CLOSE)
             return _travel(ee, np.array([*task.target[:2], carry_height]), orientation, CLOSE)
         if cube[2] > task.target[2] + 0.004:
             return _toward(ee, task.target + [0.0, 0.0, GRASP_HEIGHT], orientation, CLOSE)
         return _toward(ee, ee[:3], orientation, OPEN)
     grasp_point = cube[:3] + np.array([0.0, 0.0, GRASP_HEIGHT])
-    if np.linalg.norm(ee[:2] - cube[:2]) > 0.008:
+    miss = np.linalg.norm(ee[:2] - cube[:2])
+    if miss > tolerance.align:
+        if miss <= tolerance.correct_low:
+            above = max(float(ee[2]), grasp_point[2] + 0.02)
+            return _toward(ee, np.array([*grasp_point[:2], above]), orientation, OPEN)
         return _travel(ee, grasp_point + [0.0, 0.0, 0.08], orientation, OPEN)
     if ee[2] > grasp_point[2] + 0.004 and ee[6] < 0.2:
         return _toward(ee, grasp_point, orientation, OPEN)
     return _toward(ee, grasp_point, orientation, CLOSE)
 
 
-def push_action(task: PushTask, ee: np.ndarray, cube: np.ndarray) -> np.ndarray:
+def push_action(
+    task: PushTask, ee: np.ndarray, cube: np.ndarray, tolerance: Tolerance = EXACT
+) -> np.ndarray:
     """Get behind the cube on the line to the target, lower, and push it along that line."""
     orientation = task.home[3:6]
     offset = task.target[:2] - cube[:2]
@@ -89,7 +133,8 @@ def push_action(task: PushTask, ee: np.ndarray, cube: np.ndarray) -> np.ndarray:
     along = float(relative @ direction)
     lateral = float(relative @ np.array([-direction[1], direction[0]]))
     behind = cube[:2] - direction * (CUBE_SIZE / 2 + 0.03)
-    if abs(lateral) < 0.012 and -0.075 < along < -0.02 and ee[2] < 0.05:
+    lined_up = abs(lateral) < tolerance.push_lateral
+    if lined_up and -0.075 < along < -tolerance.push_behind and ee[2] < 0.05:
         goal = task.target[:2] - direction * (CUBE_SIZE / 2 + 0.02)
         return _toward(ee, np.array([*goal, 0.03]), orientation, CLOSE)
     if np.linalg.norm(ee[:2] - behind) > 0.01:
@@ -97,7 +142,12 @@ def push_action(task: PushTask, ee: np.ndarray, cube: np.ndarray) -> np.ndarray:
     return _toward(ee, np.array([*behind, 0.03]), orientation, CLOSE)
 
 
-def expert_action(env, noise: float = 0.0, rng: np.random.Generator | None = None) -> np.ndarray:
+def expert_action(
+    env,
+    noise: float = 0.0,
+    rng: np.random.Generator | None = None,
+    tolerance: Tolerance = EXACT,
+) -> np.ndarray:
     """The scripted expert's next action [7] (float32) for ``env`` (a FrankaTableEnv or wrapper).
 
     Args:
@@ -105,15 +155,17 @@ def expert_action(env, noise: float = 0.0, rng: np.random.Generator | None = Non
         noise: std of Gaussian noise added to the translation, as a fraction of ``MAX_STEP``
             (0 = the clean expert); diversifies collected data.
         rng: random generator for the noise (default: a fresh unseeded one).
+        tolerance: how exactly it lines up (``EXACT``: the demonstrations; ``LEARNER``: the
+            relabelling expert of DAgger data).
     """
     base = env.unwrapped
     task, ee, cube = base.task, base.backend.ee_state(), base.backend.cube_pose()[:3]
     if isinstance(task, PickPlaceTask):
-        action = pick_action(task, ee, cube, place=True)
+        action = pick_action(task, ee, cube, True, tolerance)
     elif isinstance(task, GraspTask):
-        action = pick_action(task, ee, cube, place=False)
+        action = pick_action(task, ee, cube, False, tolerance)
     elif isinstance(task, PushTask):
-        action = push_action(task, ee, cube)
+        action = push_action(task, ee, cube, tolerance)
     elif isinstance(task, ReachTask):
         action = reach_action(task, ee, cube)
     else:

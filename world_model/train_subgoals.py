@@ -12,11 +12,16 @@ gripper of the target frame in the readout's units (``world_model.readout.STATE_
 Every ``holdout_every``-th successful episode is held out and scored each step without
 gradients (``holdout_l1``) beside the two trivial answers, the current frame (``copy_l1``) and
 the goal (``goal_l1``); ``holdout_cm`` is the held-out proposals' median position error (cm).
+
+DAgger (``dagger_data``: datasets of ``jepa-mpc collect --planner``): each batch also draws as
+many of the frames a planner visited, and ``dagger_weight`` x the one-step state proposal's
+error against the relabelling expert's target (``world_model.dagger_data``) joins the loss
+(``dagger_l1``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +36,7 @@ from world_model.critic_data import (
     load_or_build_cache,
     on_device,
 )
+from world_model.dagger_data import LabelledCache, load_or_build_labelled
 from world_model.data import open_reader
 from world_model.model import WorldModel
 from world_model.subgoals import SUBGOAL_STATE, state_scale
@@ -51,7 +57,11 @@ class SubgoalSection:
         successful_only: train on episodes the collector marked successful only (a failed
             or random-walk episode's later frames are not a way to its last frame's scene).
         encode_batch: frames per encoder call while building the cache.
-        cache_latents: keep the cache in ``out/subgoal_latents.pt`` (a resumed run reuses it).
+        cache_latents: keep the cache in ``out/subgoal_latents.pt`` (a resumed run reuses it;
+            the DAgger frames' in ``out/subgoal_dagger_latents.pt``).
+        dagger_data: DAgger datasets (``jepa-mpc collect --planner``) whose expert labels
+            supervise the one-step state proposal (empty: none).
+        dagger_weight: weight of that error in the loss.
     """
 
     hidden: int = 256
@@ -64,6 +74,8 @@ class SubgoalSection:
     successful_only: bool = True
     encode_batch: int = 64
     cache_latents: bool = True
+    dagger_data: list[str] = field(default_factory=list)
+    dagger_weight: float = 1.0
 
 
 def check_section(section: SubgoalSection) -> None:
@@ -80,6 +92,10 @@ def check_section(section: SubgoalSection) -> None:
         )
     if section.state_weight < 0:
         raise ConfigError(f"subgoals.state_weight must be >= 0, got {section.state_weight}")
+    if section.dagger_weight < 0:
+        raise ConfigError(f"subgoals.dagger_weight must be >= 0, got {section.dagger_weight}")
+    if isinstance(section.dagger_data, str):
+        raise ConfigError("subgoals.dagger_data must be a list of dataset folders")
     if section.holdout_every < 0:
         raise ConfigError(f"subgoals.holdout_every must be >= 0, got {section.holdout_every}")
 
@@ -119,11 +135,13 @@ class SubgoalSamples(CacheBatches):
         seed: int = 0,
         rank: int = 0,
         start_item: int = 0,
+        labelled_frames: int = 0,
     ) -> None:
         super().__init__(cache, batch_size, seed, rank, start_item)
         if not len(train_episodes):
             raise ConfigError("no episode to train the subgoal generator on")
         self.section = section
+        self.labelled_frames = labelled_frames
         self.clips = self._frames(train_episodes)
         self.holdout = self._frames(holdout_episodes)
 
@@ -132,8 +150,12 @@ class SubgoalSamples(CacheBatches):
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
     def draw_item(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
-        """A training batch and, when episodes are held out, a held-out one."""
+        """A training batch (with DAgger frames, ``dagger_frame``, when there are some) and,
+        when episodes are held out, a held-out one."""
         batch = self.draw(self.clips, rng)
+        if self.labelled_frames:
+            chosen = rng.integers(0, self.labelled_frames, self.batch_size)
+            batch["dagger_frame"] = torch.from_numpy(chosen.astype(np.int64))
         if len(self.holdout):
             held = self.draw(self.holdout, rng)
             batch.update({f"holdout_{key}": value for key, value in held.items()})
@@ -164,7 +186,15 @@ class SubgoalObjective(SupervisedObjective):
     trainable ``module`` (the generator; a model without one gets a fresh one). The samples
     are a function of the step, so there is no state beyond the generator's weights."""
 
-    metric_names = ("loss", "latent_l1", "holdout_l1", "copy_l1", "goal_l1", "holdout_cm")
+    metric_names = (
+        "loss",
+        "latent_l1",
+        "holdout_l1",
+        "copy_l1",
+        "goal_l1",
+        "holdout_cm",
+        "dagger_l1",
+    )
 
     def __init__(
         self,
@@ -202,6 +232,16 @@ class SubgoalObjective(SupervisedObjective):
         if not len(usable):
             raise ConfigError("no successful episode in the dataset to train subgoals on")
         self.train_episodes, self.holdout_episodes = split_episodes(usable, section.holdout_every)
+        self.labelled: LabelledCache | None = None
+        if section.dagger_data:
+            labelled_file = (
+                out / "subgoal_dagger_latents.pt"
+                if out is not None and section.cache_latents
+                else None
+            )
+            self.labelled = load_or_build_labelled(
+                model, list(section.dagger_data), section.encode_batch, labelled_file, verbose
+            )
         model.subgoals.train()
         self.module = model.subgoals
 
@@ -216,6 +256,7 @@ class SubgoalObjective(SupervisedObjective):
             seed,
             rank,
             start,
+            0 if self.labelled is None else len(self.labelled.states),
         )
 
     def inputs(self, batch: dict, prefix: str = "") -> tuple[torch.Tensor, ...]:
@@ -251,11 +292,28 @@ class SubgoalObjective(SupervisedObjective):
             (goals - targets).abs().mean(),
         )
 
+    def dagger_error(self, module: nn.Module, batch: dict, autocast) -> torch.Tensor:
+        """The one-step state proposal's mean error on the batch's DAgger frames against the
+        relabelling expert's targets, in the readout's units."""
+        labelled, device = self.labelled, self.model.device
+        frame = batch["dagger_frame"]
+        states = on_device(labelled.states[frame], device)
+        goals = on_device(labelled.goals[labelled.goal_of[frame]], device)
+        with autocast():
+            _, proposed = module(on_device(labelled.latents[frame], device), states, goals, 1)
+        dims = list(SUBGOAL_STATE)
+        miss = (proposed.float() - on_device(labelled.targets[frame], device))[:, dims]
+        return (miss / state_scale(miss)).abs().mean()
+
     def losses(self, module: nn.Module, batch: dict, autocast) -> dict[str, torch.Tensor]:
         """Mean L1 of the proposals against the data's frames k steps ahead, plus the weighted
-        state error."""
+        state error (and the weighted DAgger error)."""
         latent_l1, state_error, apart, copy_l1, goal_l1 = self.errors(module, batch, autocast)
         loss = latent_l1 + self.section.state_weight * state_error
+        dagger = loss.new_full((), float("nan"))
+        if "dagger_frame" in batch:
+            dagger = self.dagger_error(module, batch, autocast)
+            loss = loss + self.section.dagger_weight * dagger
         holdout = holdout_cm = loss.new_full((), float("nan"))
         if "holdout_frame" in batch:
             with torch.no_grad():
@@ -270,6 +328,7 @@ class SubgoalObjective(SupervisedObjective):
             "copy_l1": copy_l1,
             "goal_l1": goal_l1,
             "holdout_cm": holdout_cm.detach(),
+            "dagger_l1": dagger.detach(),
         }
 
     def final_model(self) -> WorldModel:

@@ -6,7 +6,7 @@ from typing import Protocol
 
 import torch
 
-from planner.actors.amortised import Amortised
+from planner.actors.amortised import Amortised, ProposalOnly
 from planner.actors.base import ActionSpace, ActorResult, Problem
 from planner.actors.cem import CEM
 from planner.actors.cem_gd import CEMThenGradient
@@ -32,6 +32,7 @@ ACTOR_CLASSES = {
     "cem+gd": CEMThenGradient,
     "mppi": MPPI,
     "amortised": Amortised,
+    "policy": ProposalOnly,
 }
 
 
@@ -40,8 +41,8 @@ def make_actor(
 ) -> Actor:
     """The actor named by ``config.name`` (see ``planner.config.ACTORS``); ``world_model``
     lets an actor that carries learned parts (``amortised``) check that they fit it."""
-    if config.name == "amortised":
-        return ACTOR_CLASSES["amortised"](config, space, world_model)
+    if config.name in ("amortised", "policy"):
+        return ACTOR_CLASSES[config.name](config, space, world_model)
     return ACTOR_CLASSES[config.name](config, space)
 
 

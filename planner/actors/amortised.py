@@ -1,5 +1,6 @@
 """Amortised iCEM (the ``fast`` preset): a learned policy proposes the plan, a small iCEM search
-refines it, and the full iCEM search runs only when random probes find something better."""
+refines it, and the full iCEM search runs only when random probes find something better; and
+the ``policy`` actor, the proposal alone (no search)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,30 @@ from planner.actors.base import (
     refit,
 )
 from planner.actors.icem import Search, colored_noise, iterate, population_sizes
-from planner.config import ActorConfig
+from planner.config import SUBGOAL_POLICY, ActorConfig
 from planner.policy import ProposalPolicy, check_fits, load_policy
 from planner.protocol import LatentWorldModel
+from robots.config import ConfigError
+from robots.franka import GRIPPER, POS, integrate_pose, pose_delta
+
+
+def subgoal_proposal(
+    space: ActionSpace, state: torch.Tensor, subgoal_state: torch.Tensor, ahead: int, horizon: int
+) -> torch.Tensor:
+    """[H, 7] the hierarchical mode's proposal (``policy: subgoals``): each step moves 1/k of
+    the way from ``state`` [1, 7] to ``subgoal_state`` [1, 7], the state the subgoal generator
+    proposes k = ``ahead`` steps on, and commands its gripper intent fully (closed: +max, open:
+    -max, as the scripted expert does: a zero command lets an idle hand drift shut)."""
+    steps, now = [], state.to(space.limit)
+    target = subgoal_state.to(space.limit)
+    for _ in range(horizon):
+        step = pose_delta(now, target)[0]
+        step[POS] = step[POS] / max(ahead, 1)
+        step[GRIPPER] = space.limit[GRIPPER] * (2.0 * target[0, GRIPPER] - 1.0)
+        step = space.project(step)
+        steps.append(step)
+        now = integrate_pose(now, step[None])
+    return torch.stack(steps)
 
 
 class Amortised:
@@ -49,7 +71,8 @@ class Amortised:
         self.config = config
         self.space = space
         self.policy: ProposalPolicy | None = None
-        if config.policy not in (None, "", "none"):
+        self.from_subgoals = config.policy == SUBGOAL_POLICY
+        if config.policy not in (None, "", "none", SUBGOAL_POLICY):
             self.policy = load_policy(config.policy, device=space.limit.device)
             if world_model is not None:
                 check_fits(self.policy, world_model, config.horizon)
@@ -64,10 +87,19 @@ class Amortised:
 
     def propose(self, problem: Problem) -> torch.Tensor:
         """Candidate sequences [P, H, 7] inside the bounds: the policy's proposal (or the
-        previous first action held for H steps, or zero) and the previous plan, if any."""
+        subgoal generator's, or the previous first action held for H steps, or zero) and the
+        previous plan, if any."""
         cfg, space = self.config, self.space
         candidates = []
-        if self.policy is not None:
+        if self.from_subgoals:
+            if problem.subgoal_state is None:
+                raise ConfigError("actor.policy: subgoals needs the hierarchical mode")
+            candidates.append(
+                subgoal_proposal(
+                    space, problem.state, problem.subgoal_state, problem.subgoal_ahead, cfg.horizon
+                )
+            )
+        elif self.policy is not None:
             goal_state = problem.goal_state
             if goal_state is None and self.policy.config.goal_readout:
                 goal_state = problem.world_model.read_state(problem.goal_latent)
@@ -136,3 +168,19 @@ class Amortised:
             )
         self._prev_plan = actions
         return ActorResult(actions=actions, energy=energy, elites=search.elites)
+
+
+class ProposalOnly(Amortised):
+    """The ``policy`` actor: the amortised actor's proposal alone (a proposal policy's, or in
+    the hierarchical mode the subgoal generator's, ``policy: subgoals``), scored once for the
+    plan's report and executed as it is: no search. For models whose energy is not to be
+    trusted where the proposal is (one goal image far from the goal, issue #15)."""
+
+    @torch.no_grad()
+    def plan(self, problem: Problem, generator: torch.Generator) -> ActorResult:
+        """The proposal, its energy, and the proposal as the only elite."""
+        actions = self.space.finish(self.propose(problem)[0])
+        energy = problem.evaluate(actions.unsqueeze(0))[0]
+        self.plans += 1
+        self._prev_plan = actions
+        return ActorResult(actions=actions, energy=energy, elites=actions.unsqueeze(0))

@@ -122,6 +122,9 @@ class Problem:
         goal_latent: [1, N, D].
         goal_state: [1, 7] the goal state read off ``goal_latent`` by the world model's readout
             (only when the cost has a readout term), else None.
+        subgoal_state: [1, 7] in the hierarchical mode, the state the subgoal generator proposes
+            ``subgoal_ahead`` steps ahead, its gripper an intent (1 closed, 0 open); else None.
+        subgoal_ahead: those steps (0 outside the hierarchical mode).
         evaluations: predictor evaluations so far.
         trace: (evaluations so far, lowest energy of that call as a 0-d tensor) per call.
         batch: the chunk size for world-model calls (shared across problems by the planner).
@@ -136,6 +139,8 @@ class Problem:
     trace: list[tuple[int, torch.Tensor]] = field(default_factory=list)
     batch: EvaluationBatch = field(default_factory=EvaluationBatch)
     goal_state: torch.Tensor | None = None
+    subgoal_state: torch.Tensor | None = None
+    subgoal_ahead: int = 0
 
     def evaluate(self, actions: torch.Tensor) -> torch.Tensor:
         """Energies [S] of action sequences [S, H, 7] (differentiable if autograd is on).

@@ -17,10 +17,15 @@ from world_model.data.errors import DatasetError
 META_KEYS = ("image_size", "control_dt", "num_episodes", "num_frames", "chunks", "episodes")
 MAX_IMAGE_SIDE = 65536
 # dtype rule per chunk array: an exact dtype, or a numpy kind ("iu" integer, "U" text)
+# Optional per chunk in meta.json: the chunk holds DAgger labels, the expert's action at every
+# frame ("expert_actions") and the goal image each episode was driven toward ("goal_frames").
+LABELLED_KEY = "expert_actions"
 DTYPE_RULES: dict[str, Any] = {
     "frames": np.dtype(np.uint8),
     "states": np.dtype(np.float32),
     "actions": np.dtype(np.float32),
+    "expert_actions": np.dtype(np.float32),
+    "goal_frames": np.dtype(np.uint8),
     "lengths": "iu",
     "episode_index": "iu",
     "tasks": "U",
@@ -76,6 +81,8 @@ def _check_chunks(chunks: Any, path: Path) -> None:
             raise DatasetError(f"{where}.file {name!r} must be a path inside the dataset folder")
         if not _is_int(chunk["bytes"]) or not _is_int(chunk["episodes"], 1):
             raise DatasetError(f"{where}: bytes and episodes must be integers (episodes >= 1)")
+        if not isinstance(chunk.get(LABELLED_KEY, False), bool):
+            raise DatasetError(f"{where}.{LABELLED_KEY} must be true or false")
 
 
 def _check_episodes(episodes: Any, num_chunks: int, path: Path) -> None:
@@ -112,11 +119,15 @@ def _check_image_size(size: Any, required: bool, path: Path) -> None:
         raise DatasetError(f"{path}: image_size must be [H, W] in pixels, got {size!r}")
 
 
-def chunk_layout(entries: list[dict], image_size: list[int]) -> dict[str, tuple[int, ...]]:
-    """The array shapes a chunk holding ``entries`` (its episodes in ``meta.json``) must have."""
+def chunk_layout(
+    entries: list[dict], image_size: list[int], labelled: bool = False
+) -> dict[str, tuple[int, ...]]:
+    """The array shapes a chunk holding ``entries`` (its episodes in ``meta.json``) must have;
+    ``labelled``: the chunk also holds ``expert_actions`` and ``goal_frames`` (its index
+    entry says so)."""
     total, count = sum(entry["length"] for entry in entries), len(entries)
     height, width = image_size
-    return {
+    layout = {
         "frames": (total, height, width, 3),
         "states": (total, 7),
         "actions": (total, 7),
@@ -125,6 +136,10 @@ def chunk_layout(entries: list[dict], image_size: list[int]) -> dict[str, tuple[
         "tasks": (count,),
         "success": (count,),
     }
+    if labelled:
+        layout["expert_actions"] = (total, 7)
+        layout["goal_frames"] = (count, height, width, 3)
+    return layout
 
 
 def read_chunk(path: Path, layout: dict[str, tuple[int, ...]]) -> dict[str, np.ndarray]:
@@ -181,7 +196,7 @@ def check_chunk_values(path: Path, entries: list[dict], arrays: dict[str, np.nda
         found = arrays[key].tolist()
         if found != expected:
             raise DatasetError(f"{path}: {key} {found[:8]} differ from meta.json's {expected[:8]}")
-    for key in ("states", "actions"):
-        if not np.all(np.isfinite(arrays[key])):
+    for key in ("states", "actions", "expert_actions"):
+        if key in arrays and not np.all(np.isfinite(arrays[key])):
             row = int(np.flatnonzero(~np.isfinite(arrays[key]).all(axis=1))[0])
             raise DatasetError(f"{path}: {key} hold NaN or infinite values (row {row})")

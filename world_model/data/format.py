@@ -17,7 +17,13 @@ import numpy as np
 import torch
 
 from robots.franka import STATE_NAMES, pose_delta
-from world_model.data.checks import check_chunk_values, check_meta, chunk_layout, read_chunk
+from world_model.data.checks import (
+    LABELLED_KEY,
+    check_chunk_values,
+    check_meta,
+    chunk_layout,
+    read_chunk,
+)
 from world_model.data.errors import DatasetError, DatasetNotFoundError  # importable from here
 from world_model.files import atomic_write
 
@@ -34,13 +40,18 @@ HASH_PATTERN = re.compile(r"[0-9a-f]{64}")
 @dataclass
 class Episode:
     """One trajectory. frames: uint8 [T, H, W, 3]; states, actions: float32 [T, 7] (action t
-    takes state t to state t+1; the last action is zero); task: name; success: flag."""
+    takes state t to state t+1; the last action is zero); task: name; success: flag;
+    expert_actions: float32 [T, 7] or None, what the scripted expert would have done at each
+    frame while another policy acted (DAgger labels, ``jepa-mpc collect --planner``);
+    goal_frame: uint8 [H, W, 3] or None, the goal image that policy was given."""
 
     frames: np.ndarray
     states: np.ndarray
     actions: np.ndarray
     task: str
     success: bool
+    expert_actions: np.ndarray | None = None
+    goal_frame: np.ndarray | None = None
 
 
 def _write_file(path: Path, write) -> str:
@@ -208,6 +219,8 @@ class TrajectoryWriter:
         actions: np.ndarray | None = None,
         task: str = "",
         success: bool = False,
+        expert_actions: np.ndarray | None = None,
+        goal_frame: np.ndarray | None = None,
     ) -> int:
         """Queue one episode (written when the chunk is full or on ``close``).
 
@@ -216,6 +229,9 @@ class TrajectoryWriter:
             actions: [T, 7] with action t taking state t to t+1 and a zero last row;
                 None = derived from the states (``actions_from_states``).
             task: task name. success: whether the episode reached its goal.
+            expert_actions: [T, 7] the expert's labels of the frames and goal_frame: uint8
+                [H, W, 3] the goal image the acting policy was given (DAgger data; both or
+                neither). A chunk holds labelled episodes only, or unlabelled ones only.
 
         Returns:
             the episode's index in the dataset.
@@ -230,7 +246,22 @@ class TrajectoryWriter:
         if actions is None:
             actions = actions_from_states(torch.from_numpy(states)).numpy()
         self._check_array("actions", actions, len(frames))
-        episode = Episode(frames, states, actions, str(task), bool(success))
+        if (expert_actions is None) != (goal_frame is None):
+            raise DatasetError("expert_actions and goal_frame come together (DAgger labels)")
+        if expert_actions is not None:
+            expert_actions = np.asarray(expert_actions, dtype=np.float32)
+            self._check_array("expert_actions", expert_actions, len(frames))
+            goal_frame = np.asarray(goal_frame)
+            if goal_frame.shape != frames.shape[1:] or goal_frame.dtype != np.uint8:
+                raise DatasetError(
+                    f"goal_frame is {goal_frame.dtype} {goal_frame.shape}, the frames uint8 "
+                    f"{frames.shape[1:]}"
+                )
+        if self._pending and (expert_actions is None) != (self._pending[0].expert_actions is None):
+            self.flush()  # a chunk holds labelled episodes only, or unlabelled ones only
+        episode = Episode(
+            frames, states, actions, str(task), bool(success), expert_actions, goal_frame
+        )
         if self.meta["image_size"] is None:
             self.meta["image_size"] = list(episode.frames.shape[1:3])
         self._pending.append(episode)
@@ -256,17 +287,22 @@ class TrajectoryWriter:
             "tasks": np.array([e.task for e in episodes], dtype=np.str_),
             "success": np.array([e.success for e in episodes], dtype=np.bool_),
         }
+        labelled = episodes[0].expert_actions is not None
+        if labelled:
+            arrays[LABELLED_KEY] = np.concatenate([e.expert_actions for e in episodes])
+            arrays["goal_frames"] = np.stack([e.goal_frame for e in episodes])
         save = np.savez_compressed if self.compress else np.savez
         digest = _write_file(self.root / name, lambda handle: save(handle, **arrays))
         meta = json.loads(json.dumps(self.meta))  # the new index is built on a copy
-        meta["chunks"].append(
-            {
-                "file": name,
-                "bytes": (self.root / name).stat().st_size,
-                "episodes": len(episodes),
-                HASH_KEY: digest,
-            }
-        )
+        entry = {
+            "file": name,
+            "bytes": (self.root / name).stat().st_size,
+            "episodes": len(episodes),
+            HASH_KEY: digest,
+        }
+        if labelled:
+            entry[LABELLED_KEY] = True
+        meta["chunks"].append(entry)
         for offset, episode in enumerate(episodes):
             meta["episodes"].append(
                 {
@@ -357,7 +393,8 @@ class TrajectoryReader:
             )
         _verify_hash(path, data, entry.get(HASH_KEY))
         entries = self._chunk_entries[chunk_id]
-        arrays = read_chunk(_ChunkBytes(data, path), chunk_layout(entries, self.meta["image_size"]))
+        layout = chunk_layout(entries, self.meta["image_size"], entry.get(LABELLED_KEY, False))
+        arrays = read_chunk(_ChunkBytes(data, path), layout)
         check_chunk_values(path, entries, arrays)
         self._cached = (chunk_id, arrays)
         return arrays
@@ -379,4 +416,6 @@ class TrajectoryReader:
             arrays["actions"][start:stop],
             str(arrays["tasks"][position]),
             bool(arrays["success"][position]),
+            arrays[LABELLED_KEY][start:stop] if LABELLED_KEY in arrays else None,
+            arrays["goal_frames"][position] if LABELLED_KEY in arrays else None,
         )

@@ -1,0 +1,145 @@
+"""DAgger frames for the subgoal generator's state head (``jepa-mpc train subgoals`` with
+``subgoals.dagger_data``).
+
+A DAgger dataset (``jepa-mpc collect --planner``) holds the frames a planner visited on its way
+to a goal image and, for each, what the relabelling expert would have done there
+(``expert_actions``) and the goal image itself (``goal_frames``; ``docs/data_format.md``).
+Successful demonstrations never show the states a learner drifts into (hovering 1 cm off the
+cube, past the target with the cube in hand); these frames do, each with the expert's way out.
+They supervise the generator's one-step state proposal only: the target is the frame's state
+moved by the expert's translation, with the expert's gripper command as an intent (1 closed,
+0 open). There is no latent target: nothing showed what the camera would have seen had the
+expert acted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from robots.config import ConfigError
+from robots.franka import GRIPPER, POS
+from world_model.critic_data import fingerprint
+from world_model.data import open_reader
+from world_model.model import WorldModel
+from world_model.train_loop import atomic_save
+
+
+@dataclass
+class LabelledCache:
+    """Encoded DAgger frames of one or more datasets.
+
+    Attributes:
+        latents: float16 [F, N, D] the frames' latents. states: float32 [F, 7].
+        targets: float32 [F, 7] the state the expert's action leads to (``label_targets``).
+        goals: float16 [E, N, D] each episode's goal image, encoded. goal_of: int64 [F] the
+            episode (row of ``goals``) of each frame.
+    """
+
+    latents: torch.Tensor
+    states: torch.Tensor
+    targets: torch.Tensor
+    goals: torch.Tensor
+    goal_of: torch.Tensor
+
+    def to_dict(self) -> dict:
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
+
+
+def label_targets(states: np.ndarray, expert_actions: np.ndarray) -> np.ndarray:
+    """[T, 7] targets of the state head: ``states`` [T, 7] moved by the expert's translation,
+    the angles kept, the gripper the expert's command as an intent (1 closed, 0 open)."""
+    targets = np.array(states, dtype=np.float32, copy=True)
+    targets[:, POS] += expert_actions[:, POS]
+    targets[:, GRIPPER] = (expert_actions[:, GRIPPER] > 0).astype(np.float32)
+    return targets
+
+
+def labelled_fingerprint(model: WorldModel, readers: list) -> str:
+    """sha256 over the frozen weights, the datasets' episodes and their chunks' hashes."""
+    episodes = [entry for reader in readers for entry in reader.episodes]
+    digest = hashlib.sha256(fingerprint(model, episodes, 0, False).encode())
+    chunks = [
+        [chunk.get("sha256") for chunk in getattr(reader, "meta", {}).get("chunks", [])]
+        for reader in readers
+    ]
+    digest.update(json.dumps(["dagger", chunks]).encode())
+    return digest.hexdigest()
+
+
+@torch.no_grad()
+def build_labelled(
+    model: WorldModel, readers: list, batch: int = 64, verbose: bool = True
+) -> LabelledCache:
+    """Encode every labelled episode of ``readers`` (frames and goal image).
+
+    Raises:
+        ConfigError: a dataset holds no expert labels.
+    """
+    latents, states, targets, goals, goal_of = [], [], [], [], []
+    began = time.perf_counter()
+    for reader in readers:
+        labelled = 0
+        for number in range(len(reader)):
+            episode = reader.episode(number)
+            if getattr(episode, "expert_actions", None) is None:
+                continue
+            frames = torch.from_numpy(episode.frames)
+            latents.append(
+                torch.cat(
+                    [model.encode(frames[i : i + batch]) for i in range(0, len(frames), batch)]
+                )
+                .half()
+                .cpu()
+            )
+            goals.append(model.encode(episode.goal_frame[None]).half().cpu())
+            states.append(torch.from_numpy(episode.states).float())
+            targets.append(torch.from_numpy(label_targets(episode.states, episode.expert_actions)))
+            goal_of.append(torch.full((len(frames),), len(goals) - 1, dtype=torch.int64))
+            labelled += 1
+            if verbose and len(goals) % 25 == 0:
+                print(
+                    f"[train subgoals] cached {len(goals)} DAgger episodes "
+                    f"({time.perf_counter() - began:.0f} s)",
+                    flush=True,
+                )
+        if not labelled:
+            raise ConfigError(
+                f"{getattr(reader, 'root', 'a DAgger dataset')}: no expert labels (collect "
+                "DAgger data with `jepa-mpc collect --planner PRESET --model MODEL`)"
+            )
+    return LabelledCache(
+        torch.cat(latents),
+        torch.cat(states),
+        torch.cat(targets),
+        torch.cat(goals),
+        torch.cat(goal_of),
+    )
+
+
+def load_or_build_labelled(
+    model: WorldModel, roots: list[str], batch: int, cache_file: Path | None, verbose: bool = True
+) -> LabelledCache:
+    """The DAgger cache from ``cache_file`` when it holds this model's latents of these
+    datasets, else built (and written there atomically, when a file is given)."""
+    readers = [open_reader(root) for root in roots]
+    key = labelled_fingerprint(model, readers)
+    if cache_file is not None and cache_file.is_file():
+        try:
+            stored = torch.load(cache_file, map_location="cpu", weights_only=True)
+        except Exception as error:  # a torn or foreign file: rebuild it
+            warnings.warn(f"rebuilding the DAgger cache {cache_file}: {error}", stacklevel=2)
+        else:
+            if stored.get("fingerprint") == key:
+                return LabelledCache(**stored["cache"])
+    cache = build_labelled(model, readers, batch, verbose)
+    if cache_file is not None:
+        atomic_save({"fingerprint": key, "cache": cache.to_dict()}, cache_file)
+    return cache
