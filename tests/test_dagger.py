@@ -133,7 +133,11 @@ def dagger_dir(tmp_path_factory) -> Path:
     return root
 
 
-def test_the_subgoal_stage_fits_the_dagger_labels(data_dir, dagger_dir, tmp_path)  # noqa: F811 -> None:
+def test_the_subgoal_stage_fits_the_dagger_labels(
+    data_dir,  # noqa: F811 (the fixture of test_subgoals)
+    dagger_dir,
+    tmp_path,
+) -> None:
     out = tmp_path / "run"
     train(
         "subgoals",
