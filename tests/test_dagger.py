@@ -188,3 +188,18 @@ def test_the_policy_actor_executes_the_subgoal_proposal() -> None:
         load_planner_config("icem", ["actor.name=policy"])
     closing = intent(torch.tensor([[0, 0, 0, 0, 0, 0, 0.2]]), torch.zeros(1, 7))
     assert closing[0, 6] == 1.0
+
+
+def test_the_dagger_recipe_refuses_bad_requests_in_one_line(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "subgoals_dagger.py"
+    base = [sys.executable, str(script), "--work", str(tmp_path), "--init", "x", "--data", "y"]
+    for extra, message in (
+        (["--stages", "rounds,deploy"], "unknown stages ['deploy']"),
+        (["--rounds", "0"], "--rounds and --episodes must be >= 1"),
+    ):
+        result = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2
+        assert message in result.stderr.strip().splitlines()[-1]
