@@ -143,6 +143,8 @@ def push_action(
         goal = task.target[:2] - direction * (CUBE_SIZE / 2 + 0.02)
         return _toward(ee, np.array([*goal, 0.03]), orientation, CLOSE)
     if np.linalg.norm(ee[:2] - behind) > 0.01:
+        if np.linalg.norm(ee[:2] - behind) <= tolerance.correct_low:
+            return _toward(ee, np.array([*behind, 0.03]), orientation, CLOSE)  # no rise
         return _travel(ee, np.array([*behind, 0.03]), orientation, CLOSE)
     return _toward(ee, np.array([*behind, 0.03]), orientation, CLOSE)
 
