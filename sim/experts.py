@@ -35,7 +35,8 @@ class Tolerance:
         align: xy error (m) of the hand over the cube, or of the held cube over the target,
             under which it descends.
         correct_low: xy error (m) under which a misaligned hand slides sideways at its
-            height instead of rising to travel (0: it always rises; the collector's expert).
+            height (or, pushing, straight to its spot behind the cube) instead of rising to
+            travel (0: it always rises; the collector's expert).
         push_lateral: sideways offset (m) from the push line under which it pushes.
         push_behind: how far behind the cube's face (m) the hand must be to push.
         release_height: how far above the target (m) the held cube may still be when the
