@@ -81,21 +81,43 @@ def random_walk_action(
     return np.clip(action, -high, high).astype(np.float32)
 
 
-def record_episode(spec: CollectSpec) -> dict:
-    """Run one episode in a fresh env; returns frames [T+1,H,W,3], states [T+1,7] and labels
-    (with a planner: also the expert's labels [T+1, 7] and the goal image)."""
-    import sim  # imported in the worker so each process owns its renderer
-    from sim.experts import expert_action
+def make_env(spec: CollectSpec):
+    """A fresh env for one episode (``sim`` is imported in the worker, so that each process
+    owns its renderer)."""
+    import sim
 
-    if spec.planner is not None:
-        return record_planned_episode(spec)
-    env = sim.make(
+    return sim.make(
         spec.task,
         backend=spec.backend,
         image_size=spec.image_size,
         seed=spec.seed,
         cameras=spec.cameras,
     )
+
+
+def episode_record(
+    spec: CollectSpec, frames: list, states: list, info: dict, behaviour: str, **extra
+) -> dict:
+    """What a worker returns for one episode: stacked frames and states, its task, success
+    (at its last step) and behaviour, plus ``extra`` arrays."""
+    return {
+        "frames": np.stack(frames),
+        "states": np.stack(states).astype(np.float32),
+        "task": spec.task,
+        "success": bool(info["success"]),
+        "behaviour": behaviour,
+        **extra,
+    }
+
+
+def record_episode(spec: CollectSpec) -> dict:
+    """Run one episode in a fresh env; returns frames [T+1,H,W,3], states [T+1,7] and labels
+    (with a planner: also the expert's labels [T+1, 7] and the goal image)."""
+    from sim.experts import expert_action
+
+    if spec.planner is not None:
+        return record_planned_episode(spec)
+    env = make_env(spec)
     try:
         rng = np.random.default_rng(spec.seed)
         obs, _ = env.reset(seed=spec.seed)
@@ -117,13 +139,7 @@ def record_episode(spec: CollectSpec) -> dict:
             states.append(obs["state"])
     finally:
         env.close()
-    return {
-        "frames": np.stack(frames),
-        "states": np.stack(states).astype(np.float32),
-        "task": spec.task,
-        "success": bool(info["success"]),
-        "behaviour": "random_walk" if explore else "expert",
-    }
+    return episode_record(spec, frames, states, info, "random_walk" if explore else "expert")
 
 
 def collect(
@@ -227,18 +243,11 @@ def check_planner(spec_kwargs: dict) -> None:
 def record_planned_episode(spec: CollectSpec) -> dict:
     """One DAgger episode: the spec's planner acts toward the final goal image (the expert on
     ``expert_share`` of the steps), every frame labelled by the relabelling expert."""
-    import sim
     from sim.experts import LEARNER, expert_action
     from sim.goals import episode_goals
 
     planner = planner_for(spec)
-    env = sim.make(
-        spec.task,
-        backend=spec.backend,
-        image_size=spec.image_size,
-        seed=spec.seed,
-        cameras=spec.cameras,
-    )
+    env = make_env(spec)
     try:
         rng = np.random.default_rng(spec.seed)
         obs, _ = env.reset(seed=spec.seed)
@@ -258,15 +267,15 @@ def record_planned_episode(spec: CollectSpec) -> dict:
         labels.append(expert_action(env.unwrapped, tolerance=LEARNER))
     finally:
         env.close()
-    return {
-        "frames": np.stack(frames),
-        "states": np.stack(states).astype(np.float32),
-        "task": spec.task,
-        "success": bool(info["success"]),
-        "behaviour": "planner",
-        "expert_actions": np.stack(labels).astype(np.float32),
-        "goal_frame": goal["image"],
-    }
+    return episode_record(
+        spec,
+        frames,
+        states,
+        info,
+        "planner",
+        expert_actions=np.stack(labels).astype(np.float32),
+        goal_frame=goal["image"],
+    )
 
 
 class _pool:
