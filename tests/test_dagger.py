@@ -203,3 +203,17 @@ def test_the_dagger_recipe_refuses_bad_requests_in_one_line(tmp_path) -> None:
         result = subprocess.run([*base, *extra], capture_output=True, text=True, timeout=120)
         assert result.returncode == 2
         assert message in result.stderr.strip().splitlines()[-1]
+
+
+def test_sim_small_v2_ships_a_generator_that_subgoal_policy_plans_with() -> None:
+    """The bundled two-view model carries its subgoal generator; `subgoal_policy` plans one
+    step of a pick-and-place from the final goal image with it, in the bounds."""
+    planner = Planner.from_config("subgoal_policy", "sim-small-v2", "cpu", ["cpu_threads=1"])
+    assert planner.world_model.config.subgoals.enabled
+    env = sim.make("pick_place", image_size=128, seed=10_000, cameras="exterior,wrist")
+    obs, _ = env.reset(seed=10_000)
+    goal = env.unwrapped.goal()
+    env.close()
+    plan = planner.plan(obs, goal)
+    assert plan.evaluations == 1 and np.isfinite(plan.energy)
+    assert np.abs(plan.action[:3]).sum() <= 0.075 + 1e-6 and plan.action[2] < 0  # descends
