@@ -57,9 +57,10 @@ def complete(data: Path, episodes: int) -> bool:
 
 def reuse_cache(previous: Path, out: Path) -> None:
     """Give round ``out`` the previous round's latent caches (the encoder is the same, so
-    they are valid; the stage checks their fingerprints and rebuilds any that is not)."""
+    they are valid; the stage checks their fingerprints, encodes only the new round's DAgger
+    data and rebuilds anything that does not match)."""
     out.mkdir(parents=True, exist_ok=True)
-    for name in ("subgoal_latents.pt",):
+    for name in ("subgoal_latents.pt", "subgoal_dagger_latents.pt"):
         if (previous / name).is_file() and not (out / name).exists():
             shutil.copyfile(previous / name, out / name)
 

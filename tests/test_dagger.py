@@ -217,3 +217,20 @@ def test_sim_small_v2_ships_a_generator_that_subgoal_policy_plans_with() -> None
     plan = planner.plan(obs, goal)
     assert plan.evaluations == 1 and np.isfinite(plan.energy)
     assert np.abs(plan.action[:3]).sum() <= 0.075 + 1e-6 and plan.action[2] < 0  # descends
+
+
+def test_the_dagger_cache_encodes_each_dataset_once(dagger_dir, tmp_path, monkeypatch) -> None:
+    import world_model.dagger_data as dagger_data
+
+    model = world_model.build("tiny", seed=0)
+    cache_file = tmp_path / "dagger.pt"
+    first = dagger_data.load_or_build_labelled(model, [str(dagger_dir)], 16, cache_file, False)
+    assert len(first.goals) == 6 and len(first.states) == 6 * FRAMES
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a cached dataset was encoded again")
+
+    monkeypatch.setattr(dagger_data, "build_labelled", refuse)
+    twice = dagger_data.load_or_build_labelled(model, [str(dagger_dir)] * 2, 16, cache_file, False)
+    torch.testing.assert_close(twice.latents[: len(first.latents)], first.latents)
+    assert twice.goal_of.tolist() == first.goal_of.tolist() + (first.goal_of + 6).tolist()

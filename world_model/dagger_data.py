@@ -62,16 +62,27 @@ def label_targets(states: np.ndarray, expert_actions: np.ndarray) -> np.ndarray:
     return targets
 
 
-def labelled_fingerprint(model: WorldModel, readers: list) -> str:
-    """sha256 over the frozen weights, the datasets' episodes and their chunks' hashes."""
-    episodes = [entry for reader in readers for entry in reader.episodes]
-    digest = hashlib.sha256(fingerprint(model, episodes, 0, False).encode())
-    chunks = [
-        [chunk.get("sha256") for chunk in getattr(reader, "meta", {}).get("chunks", [])]
-        for reader in readers
-    ]
-    digest.update(json.dumps(["dagger", chunks]).encode())
-    return digest.hexdigest()
+def dataset_key(model_key: str, reader) -> str:
+    """sha256 over the frozen weights' fingerprint, one dataset's episodes and chunk hashes."""
+    episodes = [(e["index"], e["length"], e["task"]) for e in reader.episodes]
+    chunks = [chunk.get("sha256") for chunk in getattr(reader, "meta", {}).get("chunks", [])]
+    payload = json.dumps(["dagger", model_key, episodes, chunks]).encode()
+    return hashlib.sha256(payload).hexdigest()
+
+
+def merge(parts: list[LabelledCache]) -> LabelledCache:
+    """One cache of several datasets' parts (each part's goal indices shifted past the goals
+    of the parts before it)."""
+    offsets = np.cumsum([0] + [len(part.goals) for part in parts[:-1]])
+    return LabelledCache(
+        torch.cat([part.latents for part in parts]),
+        torch.cat([part.states for part in parts]),
+        torch.cat([part.targets for part in parts]),
+        torch.cat([part.goals for part in parts]),
+        torch.cat(
+            [part.goal_of + int(offset) for part, offset in zip(parts, offsets, strict=True)]
+        ),
+    )
 
 
 @torch.no_grad()
@@ -127,19 +138,25 @@ def build_labelled(
 def load_or_build_labelled(
     model: WorldModel, roots: list[str], batch: int, cache_file: Path | None, verbose: bool = True
 ) -> LabelledCache:
-    """The DAgger cache from ``cache_file`` when it holds this model's latents of these
-    datasets, else built (and written there atomically, when a file is given)."""
+    """The DAgger frames of ``roots``: each dataset's part from ``cache_file`` when it holds
+    this model's latents of it, else encoded (and the file rewritten atomically, when given),
+    so a new DAgger round encodes only its own data."""
     readers = [open_reader(root) for root in roots]
-    key = labelled_fingerprint(model, readers)
+    model_key = fingerprint(model, [], 0, False)
+    keys = [dataset_key(model_key, reader) for reader in readers]
+    stored: dict = {}
     if cache_file is not None and cache_file.is_file():
         try:
-            stored = torch.load(cache_file, map_location="cpu", weights_only=True)
+            stored = torch.load(cache_file, map_location="cpu", weights_only=True).get("parts", {})
         except Exception as error:  # a torn or foreign file: rebuild it
             warnings.warn(f"rebuilding the DAgger cache {cache_file}: {error}", stacklevel=2)
-        else:
-            if stored.get("fingerprint") == key:
-                return LabelledCache(**stored["cache"])
-    cache = build_labelled(model, readers, batch, verbose)
-    if cache_file is not None:
-        atomic_save({"fingerprint": key, "cache": cache.to_dict()}, cache_file)
-    return cache
+    parts = [
+        LabelledCache(**stored[key])
+        if key in stored
+        else build_labelled(model, [reader], batch, verbose)
+        for key, reader in zip(keys, readers, strict=True)
+    ]
+    if cache_file is not None and any(key not in stored for key in keys):
+        cached = {key: part.to_dict() for key, part in zip(keys, parts, strict=True)}
+        atomic_save({"parts": cached}, cache_file)
+    return merge(parts)
