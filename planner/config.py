@@ -285,22 +285,29 @@ def default_preset(model: str) -> str:
 
 def with_model_policy(config: PlannerConfig, world_model: object) -> PlannerConfig:
     """``config`` with ``actor.policy: model`` replaced by the folder the world model was
-    loaded from (``WorldModel.source``); other configs unchanged.
+    loaded from (``WorldModel.source``), and ``model:NAME`` by that folder's
+    ``policy_NAME.safetensors`` (a second policy shipped beside the model, e.g. the one-goal
+    ``model:keypoints``); other configs unchanged.
 
     Raises:
-        ConfigError: ``actor.policy`` is ``model`` but the world model was not loaded from a
-            checkpoint (built in memory, the state model).
+        ConfigError: ``actor.policy`` is ``model`` (or ``model:NAME``) but the world model was
+            not loaded from a checkpoint (built in memory, the state model).
     """
-    if config.actor.policy != MODEL_POLICY:
+    policy = config.actor.policy or ""
+    kind, _, name = policy.partition(":")
+    if kind != MODEL_POLICY:
         return config
     source = getattr(world_model, "source", None)
     if source is None:
         raise ConfigError(
-            f"actor.policy: model means the policy beside the world model's checkpoint, and this "
+            f"actor.policy: {policy} means a policy beside the world model's checkpoint, and this "
             f"{type(world_model).__name__} was not loaded from one; set actor.policy to a policy "
             "file or folder (or none)"
         )
-    actor = dataclasses.replace(config.actor, policy=str(source))
+    path = Path(source)
+    if name:
+        path = (path if path.is_dir() else path.parent) / f"policy_{name}.safetensors"
+    actor = dataclasses.replace(config.actor, policy=str(path))
     return dataclasses.replace(config, actor=actor)
 
 

@@ -5,6 +5,7 @@ Saved as one safetensors file (``policy.safetensors``) beside the world model it
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,6 +42,11 @@ class PolicyConfig:
             the goal latent (its position and gripper, relative to the current state): a
             head trained on far more frames than the policy sees, so the policy mostly learns
             a correction to "go there".
+        kind: ``pooled`` (``ProposalPolicy``: the amortised search's proposal) or
+            ``keypoints`` (``KeypointPolicy``: a one-goal-image policy trained on DAgger labels).
+        keypoints: soft-argmax keypoints per view and frame (``keypoints`` kind).
+        views: camera views side by side in the latent (``keypoints`` kind: each view's
+            tokens are a square grid).
     """
 
     num_patches: int
@@ -49,6 +55,9 @@ class PolicyConfig:
     hidden: int = 128
     limit: tuple[float, ...] = (0.075, 0.075, 0.075, 0.0, 0.0, 0.0, 0.75)
     goal_readout: bool = False
+    kind: str = "pooled"
+    keypoints: int = 8
+    views: int = 1
 
 
 def state_features(state: torch.Tensor) -> torch.Tensor:
@@ -121,6 +130,97 @@ class ProposalPolicy(nn.Module):
         return torch.tanh(actions) * self.limit
 
 
+class KeypointPolicy(nn.Module):
+    """Goal-conditioned policy over latents that locates things by spatial soft-argmax.
+
+    A per-token MLP (with a learned position embedding) reads every token of the current
+    frame and of the goal frame. For each view, ``keypoints`` softmax maps over that view's
+    token grid give expected grid coordinates (where the hand, the cube, the target are, at
+    sub-token precision) and attention-pooled token features; separate maps for the current
+    and the goal frame. An MLP reads them with the state and the frames' mean features and
+    outputs one action: the translation squashed into the limit, the gripper as an intent
+    logit (``raw``) that ``forward`` turns into a full open or close command. Trained on
+    DAgger labels toward one goal image (``jepa-mpc train policy --dagger``); the ``policy``
+    actor executes it as it is (issue #15, docs/sim_small.md "Session 13").
+    """
+
+    def __init__(self, config: PolicyConfig) -> None:
+        super().__init__()
+        self.config = config
+        side = math.isqrt(config.num_patches // max(config.views, 1))
+        if config.horizon != 1 or config.views * side * side != config.num_patches:
+            raise PolicyError(
+                f"a keypoint policy proposes 1 action from square per-view token grids; got "
+                f"horizon {config.horizon}, {config.num_patches} tokens in {config.views} view(s)"
+            )
+        width, hidden, count = config.latent_dim, config.hidden, config.keypoints
+        self.position = nn.Parameter(torch.zeros(config.num_patches, width))
+        self.tokens = nn.Sequential(
+            nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU()
+        )
+        self.maps = nn.Linear(hidden, 2 * count)  # current frame's maps, then the goal's
+        self.values = nn.Linear(hidden, 8)
+        ticks = torch.linspace(-1.0, 1.0, side)
+        rows, cols = torch.meshgrid(ticks, ticks, indexing="ij")
+        self.register_buffer("grid", torch.stack((cols.flatten(), rows.flatten()), -1))
+        features = 2 * config.views * count * (2 + 8) + STATE_FEATURES + 2 * hidden
+        self.head = nn.Sequential(
+            nn.Linear(features, 2 * hidden),
+            nn.GELU(),
+            nn.Linear(2 * hidden, 2 * hidden),
+            nn.GELU(),
+            nn.Linear(2 * hidden, 4),
+        )
+        self.register_buffer("limit", torch.tensor(config.limit, dtype=torch.float32))
+
+    def locate(self, latent: torch.Tensor, which: int) -> torch.Tensor:
+        """[B, F] keypoint coordinates and pooled values of one frame ``latent`` [B, N, D],
+        with the current frame's maps (``which`` 0) or the goal's (1), and its mean feature."""
+        count, views = self.config.keypoints, self.config.views
+        tokens = self.tokens(latent + self.position)  # [B, N, hidden]
+        logits = self.maps(tokens)[..., which * count : (which + 1) * count]
+        weights = logits.unflatten(1, (views, -1)).softmax(dim=2)  # [B, V, n, K]
+        coords = torch.einsum("bvnk,nc->bvkc", weights, self.grid)
+        values = self.values(tokens).unflatten(1, (views, -1))
+        pooled = torch.einsum("bvnk,bvnc->bvkc", weights, values)
+        return torch.cat((coords.flatten(1), pooled.flatten(1), tokens.mean(dim=1)), dim=-1)
+
+    def raw(
+        self, latent: torch.Tensor, goal_latent: torch.Tensor, state: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Translation [B, 3] inside the limit, gripper intent logit [B]: > 0 closes)."""
+        goal = goal_latent.expand_as(latent)
+        features = torch.cat(
+            (self.locate(latent, 0), self.locate(goal, 1), state_features(state)), dim=-1
+        )
+        out = self.head(features)
+        return torch.tanh(out[:, :3]) * self.limit[POS], out[:, 3]
+
+    def forward(
+        self,
+        latent: torch.Tensor,
+        goal_latent: torch.Tensor,
+        state: torch.Tensor,
+        goal_state: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """[B, 1, 7]: the translation, no rotation, the gripper intent commanded fully
+        (``goal_state`` is not read)."""
+        translation, intent = self.raw(latent, goal_latent, state)
+        actions = translation.new_zeros(latent.shape[0], 1, ACTION_DIM)
+        actions[:, 0, POS] = translation
+        actions[:, 0, GRIPPER] = torch.where(intent > 0, 1.0, -1.0) * self.limit[GRIPPER]
+        return actions
+
+
+def build_policy(config: PolicyConfig) -> ProposalPolicy | KeypointPolicy:
+    """A fresh policy of ``config.kind``."""
+    if config.kind == "pooled":
+        return ProposalPolicy(config)
+    if config.kind == "keypoints":
+        return KeypointPolicy(config)
+    raise PolicyError(f"unknown policy kind {config.kind!r} (pooled, keypoints)")
+
+
 def policy_path(path_or_name: str | Path) -> Path:
     """A policy file: a ``.safetensors`` path, a folder holding ``policy.safetensors``, or a
     bundled world-model name (``sim-small`` -> its checkpoint folder's policy file)."""
@@ -139,7 +239,9 @@ def policy_path(path_or_name: str | Path) -> Path:
     return path
 
 
-def save_policy(policy: ProposalPolicy, path: str | Path, info: dict | None = None) -> Path:
+def save_policy(
+    policy: ProposalPolicy | KeypointPolicy, path: str | Path, info: dict | None = None
+) -> Path:
     """Write ``policy`` (weights, sizes and ``info``, e.g. how it was made) to ``path``
     atomically (temp file, then rename); returns the path."""
     metadata = {
@@ -151,7 +253,9 @@ def save_policy(policy: ProposalPolicy, path: str | Path, info: dict | None = No
     return atomic_write(path, lambda temp: save_file(state, temp, metadata=metadata))
 
 
-def load_policy(path_or_name: str | Path, device: torch.device | str = "cpu") -> ProposalPolicy:
+def load_policy(
+    path_or_name: str | Path, device: torch.device | str = "cpu"
+) -> ProposalPolicy | KeypointPolicy:
     """Read a policy file (see ``policy_path``), in eval mode on ``device``.
 
     A file that its folder's checksum records (``MODEL_CARD.md``, ``SHA256SUMS``) list is
@@ -175,7 +279,7 @@ def load_policy(path_or_name: str | Path, device: torch.device | str = "cpu") ->
         raise PolicyError(f"{path}: not a proposal policy (format {metadata.get('format')!r})")
     config = json.loads(metadata["config"])
     config["limit"] = tuple(config["limit"])
-    policy = ProposalPolicy(PolicyConfig(**config))
+    policy = build_policy(PolicyConfig(**config))
     try:
         policy.load_state_dict(state, strict=True)
     except RuntimeError as error:
@@ -189,7 +293,7 @@ def policy_info(path_or_name: str | Path) -> dict:
         return json.loads((handle.metadata() or {}).get("info", "{}"))
 
 
-def check_fits(policy: ProposalPolicy, world_model, horizon: int) -> None:
+def check_fits(policy: ProposalPolicy | KeypointPolicy, world_model, horizon: int) -> None:
     """Raise ``PolicyError`` unless ``policy`` reads ``world_model``'s [N, D] latents (and its
     readout, if the policy uses it) and proposes at least ``horizon`` actions."""
     config = policy.config

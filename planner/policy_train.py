@@ -212,7 +212,16 @@ def held_out_errors(policy: ProposalPolicy, frames: Frames, sets: dict[str, Labe
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = CommandLineParser("jepa-mpc train policy", description=__doc__)
     parser.add_argument("--model", required=True, help="world model: checkpoint path or name")
-    parser.add_argument("--data", required=True, help="trajectory dataset (jepa-mpc collect)")
+    parser.add_argument("--data", help="trajectory dataset (jepa-mpc collect)")
+    parser.add_argument(
+        "--dagger",
+        help="comma-separated labelled datasets (jepa-mpc collect --planner ...): train a "
+        "one-goal keypoint policy on their expert labels instead (planner.policy_dagger)",
+    )
+    parser.add_argument(
+        "--cache", help="with --dagger: file caching the encoded frames (one part per dataset)"
+    )
+    parser.add_argument("--keypoints", type=int, default=8, help="with --dagger: per view")
     parser.add_argument("--out", required=True, help="policy file (.safetensors) to write")
     parser.add_argument("--planner", default="icem_readout", help="the search to imitate")
     parser.add_argument("--planner-labels", type=int, default=240, dest="planner_labels")
@@ -231,6 +240,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("overrides", nargs="*", help="overrides of the imitated planner")
     args = parser.parse_args(argv)
+    if (args.data is None) == (args.dagger is None):
+        parser.error("give one of --data (proposal policy) or --dagger (keypoint policy)")
+    if args.keypoints < 1:
+        parser.error("--keypoints must be >= 1")
     if min(args.steps, args.batch, args.expert_pairs, args.hidden) < 1 or args.planner_labels < 0:
         parser.error("--steps, --batch, --expert-pairs, --hidden must be >= 1, labels >= 0")
     if not 0 <= args.held_out < 1:
@@ -242,7 +255,10 @@ def model_record(spec: str) -> dict:
     """What identifies the world model: its spec and the sha256 of its weights file."""
     from world_model.checkpoint import WEIGHTS_FILE, find_checkpoint
     from world_model.checksums import sha256_file
+    from world_model.resolve import RANDOM_PREFIX
 
+    if spec.startswith(RANDOM_PREFIX):  # an untrained model: nothing on disk
+        return {"model": spec, "model_sha256": None}
     path = find_checkpoint(spec)
     weights = path / WEIGHTS_FILE if path.is_dir() else path
     return {"model": spec, "model_sha256": sha256_file(weights) if weights.is_file() else None}
@@ -338,6 +354,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     command = shlex.join(["jepa-mpc", "train", "policy", *argv])
     try:
+        if args.dagger:
+            from planner.policy_dagger import train_dagger_policy
+
+            info = train_dagger_policy(args, command)
+            print(f"[train policy] wrote {args.out}: held-out {info['held_out']}")
+            return 0
         info = train_policy(args, command)
     except (ValueError, FileNotFoundError) as error:  # config, dataset, checkpoint, policy
         print(f"jepa-mpc train policy: error: {error}", file=sys.stderr)
