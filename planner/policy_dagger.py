@@ -34,19 +34,22 @@ def dagger_labels(cache: LabelledCache) -> tuple[torch.Tensor, torch.Tensor]:
     return moves, (cache.targets[:, GRIPPER] > 0.5).float()
 
 
-def policy_loss(
+def propose_rows(
     policy: KeypointPolicy, cache: LabelledCache, rows: torch.Tensor, device: torch.device
-) -> torch.Tensor:
-    """Mean loss of ``rows`` [B] of ``cache``: smooth L1 of the translation (in expert steps)
-    plus ``INTENT_WEIGHT`` x the intent's binary cross-entropy."""
-    moves, intents = dagger_labels(cache)
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The policy's (translations [B, 3], intent logits [B]) for ``rows`` [B] of ``cache``."""
     latents = cache.latents[rows].to(device, torch.float32)
     goals = cache.goals[cache.goal_of[rows]].to(device, torch.float32)
-    translation, logit = policy.raw(latents, goals, cache.states[rows].to(device))
-    move = nn.functional.smooth_l1_loss(
-        translation / STEP_UNIT, moves[rows].to(device) / STEP_UNIT, beta=0.2
-    )
-    intent = nn.functional.binary_cross_entropy_with_logits(logit, intents[rows].to(device))
+    return policy.raw(latents, goals, cache.states[rows].to(device))
+
+
+def policy_loss(
+    translation: torch.Tensor, logit: torch.Tensor, moves: torch.Tensor, intents: torch.Tensor
+) -> torch.Tensor:
+    """Smooth L1 of the ``translation`` [B, 3] against the expert's ``moves`` (in expert steps)
+    plus ``INTENT_WEIGHT`` x the binary cross-entropy of ``logit`` [B] against ``intents``."""
+    move = nn.functional.smooth_l1_loss(translation / STEP_UNIT, moves / STEP_UNIT, beta=0.2)
+    intent = nn.functional.binary_cross_entropy_with_logits(logit, intents)
     return move + INTENT_WEIGHT * intent
 
 
@@ -59,9 +62,7 @@ def held_out_figures(
     moves, intents = dagger_labels(cache)
     errors, cosines, correct = [], [], []
     for chunk in rows.split(256):
-        latents = cache.latents[chunk].to(device, torch.float32)
-        goals = cache.goals[cache.goal_of[chunk]].to(device, torch.float32)
-        translation, logit = policy.raw(latents, goals, cache.states[chunk].to(device))
+        translation, logit = propose_rows(policy, cache, chunk, device)
         expert = moves[chunk].to(device)
         errors.append((translation - expert).norm(dim=1) * 100.0)
         cosines.append(nn.functional.cosine_similarity(translation, expert, dim=1))
@@ -105,11 +106,13 @@ def fit_keypoints(
 
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, rate)
     generator = torch.Generator().manual_seed(seed)
+    moves, intents = (labels.to(device) for labels in dagger_labels(cache))
     losses: list[float] = []
     policy.train()
     for step in range(steps):
         rows = train[torch.randint(len(train), (batch,), generator=generator)]
-        loss = policy_loss(policy, cache, rows, device)
+        translation, logit = propose_rows(policy, cache, rows, device)
+        loss = policy_loss(translation, logit, moves[rows.to(device)], intents[rows.to(device)])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(policy.parameters(), 1.0)

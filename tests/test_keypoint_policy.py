@@ -130,3 +130,19 @@ def test_train_policy_wants_one_kind_of_data(capsys) -> None:
         train_policy_main(["--model", "random:tiny", "--out", "x.safetensors"])
     assert exit_info.value.code == 2
     assert "give one of --data (proposal policy) or --dagger" in capsys.readouterr().err
+
+
+def test_sim_small_v2_ships_a_keypoint_policy_that_keypoint_policy_pushes_with() -> None:
+    """The bundled two-view model carries its keypoint policy (checked against the folder's
+    record); `keypoint_policy` plans the first step of a push from the final goal image."""
+    import sim
+
+    planner = Planner.from_config("keypoint_policy", "sim-small-v2", "cpu", ["cpu_threads=1"])
+    assert isinstance(planner.actor.policy, KeypointPolicy)
+    env = sim.make("push", image_size=128, seed=10_000, cameras="exterior,wrist")
+    obs, _ = env.reset(seed=10_000)
+    goal = env.unwrapped.goal()
+    env.close()
+    plan = planner.plan(obs, goal)
+    assert plan.evaluations == 1 and np.isfinite(plan.energy)
+    assert np.abs(plan.action[:3]).sum() <= 0.075 + 1e-6 and plan.action[2] < 0  # descends
