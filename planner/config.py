@@ -300,7 +300,7 @@ def with_model_policy(config: PlannerConfig, world_model: object) -> PlannerConf
     source = getattr(world_model, "source", None)
     if source is None:
         raise ConfigError(
-            f"actor.policy: {policy} means a policy beside the world model's checkpoint, and this "
+            f"actor.policy: {policy} means the policy beside the world model's checkpoint, and this "
             f"{type(world_model).__name__} was not loaded from one; set actor.policy to a policy "
             "file or folder (or none)"
         )

@@ -97,7 +97,7 @@ def test_model_colon_name_means_a_policy_file_beside_the_model(tmp_path) -> None
     assert Path(placed.actor.policy) == tmp_path / "policy_keypoints.safetensors"
     beside_file = with_model_policy(config, SimpleNamespace(source=tmp_path / "model.pt"))
     assert Path(beside_file.actor.policy) == tmp_path / "policy_keypoints.safetensors"
-    with pytest.raises(ConfigError, match="model:keypoints means a policy beside"):
+    with pytest.raises(ConfigError, match="model:keypoints means the policy beside"):
         with_model_policy(config, SimpleNamespace(source=None))
 
 
