@@ -300,9 +300,9 @@ def with_model_policy(config: PlannerConfig, world_model: object) -> PlannerConf
     source = getattr(world_model, "source", None)
     if source is None:
         raise ConfigError(
-            f"actor.policy: {policy} means the policy beside the world model's checkpoint, and this "
-            f"{type(world_model).__name__} was not loaded from one; set actor.policy to a policy "
-            "file or folder (or none)"
+            f"actor.policy: {policy} means the policy beside the world model's checkpoint, and "
+            f"this {type(world_model).__name__} was not loaded from one; set actor.policy to a "
+            "policy file or folder (or none)"
         )
     path = Path(source)
     if name:
