@@ -146,3 +146,22 @@ def test_sim_small_v2_ships_a_keypoint_policy_that_keypoint_policy_pushes_with()
     plan = planner.plan(obs, goal)
     assert plan.evaluations == 1 and np.isfinite(plan.energy)
     assert np.abs(plan.action[:3]).sum() <= 0.075 + 1e-6 and plan.action[2] < 0  # descends
+
+
+def test_the_recipe_copies_the_model_without_a_shipped_policy_record(tmp_path) -> None:
+    """A round writes its own policy beside a copy of the model: the copy's SHA256SUMS must not
+    keep the shipped policy's hash (the new file would fail its check)."""
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "keypoint_dagger.py"
+    spec = importlib.util.spec_from_file_location("keypoint_dagger", script)
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    source = world_model.save(world_model.build("tiny", seed=0), tmp_path / "model")
+    (source / "SHA256SUMS").write_text(
+        (source / "SHA256SUMS").read_text() + f"{'0' * 64}  {recipe.POLICY}\n"
+    )
+    copy = recipe.model_copy(str(source), tmp_path / "round1" / "model")
+    kept = (copy / "SHA256SUMS").read_text()
+    assert recipe.POLICY not in kept and "model.safetensors" in kept
+    assert world_model.load(copy).num_patches == 16  # the copy's record still checks out
