@@ -20,32 +20,17 @@ Figures and why each setting: ``docs/sim_small.md``, "Session 13".
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
+from jepa_mpc.recipe import episodes_in, run
 from sim.tasks import TRAINING_SEEDS_START
 
 DAGGER_SEEDS = TRAINING_SEEDS_START + 1_300_000  # above the subgoal rounds' seeds
 PLANNER = "keypoint_policy"
 POLICY = "policy_keypoints.safetensors"
 MODEL_FILES = ("config.json", "model.safetensors", "policy.safetensors", "SHA256SUMS")
-
-
-def run(command: list[str]) -> None:
-    """Run one CLI step, echoing it; a failing step stops the recipe with its exit status."""
-    print("+ " + " ".join(command), flush=True)
-    status = subprocess.call(command)
-    if status != 0:
-        raise SystemExit(status)
-
-
-def complete(data: Path, episodes: int) -> bool:
-    """Whether the DAgger folder holds all ``episodes`` of its round."""
-    meta = data / "meta.json"
-    return meta.is_file() and len(json.loads(meta.read_text())["episodes"]) >= episodes
 
 
 def model_copy(model: str, out: Path) -> Path:
@@ -91,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = work / f"round{number}" / "model"
         if number and "rounds" in stages and not (folder / POLICY).is_file():
             data = work / f"dagger{number}"
-            if not complete(data, args.episodes):
+            if episodes_in(data) < args.episodes:
                 shutil.rmtree(data, ignore_errors=True)  # a partial round restarts
                 previous = work / f"round{number - 1}" / "model"
                 run(

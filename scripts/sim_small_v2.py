@@ -18,11 +18,10 @@ recipe, its figures and why each choice: ``docs/sim_small.md`` and the model car
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 from pathlib import Path
 
+from jepa_mpc.recipe import episodes_in, run
 from sim.tasks import TRAINING_SEEDS_START
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,22 +31,6 @@ TASK_CYCLE = "reach,grasp,pick_place,push,grasp,pick_place,reach,push"
 # The full search the policy imitates and fast falls back to (its sizes as in fast.yaml).
 SEARCH = ("actor.samples=64", "actor.iterations=6", "actor.elites=6")
 PLANNER = "fast"  # the default preset of sim-small (its proposal policy: the policy stage)
-
-
-def run(command: list[str]) -> None:
-    """Run one CLI step, echoing it; a failing step stops the recipe with its exit status."""
-    print("+ " + " ".join(command), flush=True)
-    status = subprocess.call(command)
-    if status != 0:
-        raise SystemExit(status)
-
-
-def episodes_in(data: Path) -> int:
-    """Episodes already in the dataset folder (0 if there is none yet)."""
-    meta = data / "meta.json"
-    if not meta.is_file():
-        return 0
-    return len(json.loads(meta.read_text())["episodes"])
 
 
 def collect(cli: list[str], data: Path, episodes: int, workers: int, cameras: str) -> None:

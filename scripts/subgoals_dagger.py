@@ -20,12 +20,11 @@ Figures and why each setting: ``docs/sim_small.md``, "Session 12".
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
+from jepa_mpc.recipe import episodes_in, run
 from sim.tasks import TRAINING_SEEDS_START
 
 TASKS = "pick_place,push,grasp"
@@ -39,20 +38,6 @@ TRAIN = (  # continue the generator: a short, low learning-rate pass per round
     "optim.decay_steps=350",
     "subgoals.dagger_weight=2.0",
 )
-
-
-def run(command: list[str]) -> None:
-    """Run one CLI step, echoing it; a failing step stops the recipe with its exit status."""
-    print("+ " + " ".join(command), flush=True)
-    status = subprocess.call(command)
-    if status != 0:
-        raise SystemExit(status)
-
-
-def complete(data: Path, episodes: int) -> bool:
-    """Whether the DAgger folder holds all ``episodes`` of its round."""
-    meta = data / "meta.json"
-    return meta.is_file() and len(json.loads(meta.read_text())["episodes"]) >= episodes
 
 
 def reuse_cache(previous: Path, out: Path) -> None:
@@ -89,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         data, out = work / f"dagger{number}", work / f"round{number}"
         gathered.append(str(data))
         if "rounds" in stages and not (out / "model").is_dir():
-            if not complete(data, args.episodes):
+            if episodes_in(data) < args.episodes:
                 shutil.rmtree(data, ignore_errors=True)  # a partial round restarts
                 run(
                     [*cli, "collect", "--task", TASKS, "--episodes", str(args.episodes)]
