@@ -287,6 +287,19 @@ def load_policy(
     return policy.to(device).eval()
 
 
+def model_record(spec: str) -> dict:
+    """What identifies the world model: its spec and the sha256 of its weights file."""
+    from world_model.checkpoint import WEIGHTS_FILE, find_checkpoint
+    from world_model.checksums import sha256_file
+    from world_model.resolve import RANDOM_PREFIX
+
+    if spec.startswith(RANDOM_PREFIX):  # an untrained model: nothing on disk
+        return {"model": spec, "model_sha256": None}
+    path = find_checkpoint(spec)
+    weights = path / WEIGHTS_FILE if path.is_dir() else path
+    return {"model": spec, "model_sha256": sha256_file(weights) if weights.is_file() else None}
+
+
 def policy_info(path_or_name: str | Path) -> dict:
     """The ``info`` a policy file was saved with (how it was made)."""
     with safe_open(str(policy_path(path_or_name)), framework="pt") as handle:

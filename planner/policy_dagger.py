@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from planner.policy import KeypointPolicy, PolicyConfig, save_policy
+from planner.policy import KeypointPolicy, PolicyConfig, model_record, save_policy
 from robots.franka import GRIPPER, POS
 from world_model.dagger_data import LabelledCache, load_or_build_labelled
 
@@ -131,7 +131,6 @@ def fit_keypoints(
 def train_dagger_policy(args, command: str, log=print) -> dict:
     """Encode (or load from ``args.cache``) the labelled data, fit and save a keypoint policy;
     returns the file's ``info``."""
-    from planner.policy_train import model_record
     from world_model.console import device_option
     from world_model.resolve import resolve_model
 

@@ -24,7 +24,7 @@ import torch
 from planner.actors.base import ActionSpace
 from planner.config import PlannerConfig, load_planner_config
 from planner.planner import Planner, has_readout
-from planner.policy import PolicyConfig, ProposalPolicy, save_policy
+from planner.policy import PolicyConfig, ProposalPolicy, model_record, save_policy
 from robots.franka import GRIPPER, integrate_pose, pose_delta
 from world_model.console import CommandLineParser, device_option
 
@@ -249,19 +249,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     if not 0 <= args.held_out < 1:
         parser.error("--held-out must be in [0, 1)")
     return args
-
-
-def model_record(spec: str) -> dict:
-    """What identifies the world model: its spec and the sha256 of its weights file."""
-    from world_model.checkpoint import WEIGHTS_FILE, find_checkpoint
-    from world_model.checksums import sha256_file
-    from world_model.resolve import RANDOM_PREFIX
-
-    if spec.startswith(RANDOM_PREFIX):  # an untrained model: nothing on disk
-        return {"model": spec, "model_sha256": None}
-    path = find_checkpoint(spec)
-    weights = path / WEIGHTS_FILE if path.is_dir() else path
-    return {"model": spec, "model_sha256": sha256_file(weights) if weights.is_file() else None}
 
 
 def label_sets(
