@@ -34,7 +34,15 @@ import torch
 
 import sim
 from jepa_mpc import bench_report as report
-from jepa_mpc.bench_config import BASELINES, BenchConfig, BenchError, Method, model_label
+from jepa_mpc.bench_config import (
+    BASELINES,
+    BenchConfig,
+    BenchError,
+    Method,
+    model_label,
+    parse_task_planners,
+    planner_names,
+)
 from jepa_mpc.bench_episodes import run_configuration
 from jepa_mpc.bench_progress import ConfigurationProgress, Interrupted, interruptible
 from planner import load_planner_config
@@ -71,6 +79,7 @@ def prepare(config: BenchConfig) -> tuple[list[Method], torch.device, BenchConfi
     _check_names("task(s)", config.tasks, TASK_NAMES)
     _check_names("baseline(s)", config.baselines, BASELINES)
     _check_names("subgoal task(s)", config.subgoals, TASK_NAMES)
+    _check_names("task_planners task(s)", tuple(config.task_planners), TASK_NAMES)
     _check_names("backend", (config.backend,), sorted(BACKENDS))
     if config.episodes < 1:
         raise BenchError(f"episodes must be >= 1, got {config.episodes}")
@@ -88,15 +97,14 @@ def prepare(config: BenchConfig) -> tuple[list[Method], torch.device, BenchConfi
         raise BenchError(f"batch_episodes must be an integer, got {config.batch_episodes!r}")
     if config.batch_episodes < 1:
         raise BenchError(f"batch_episodes must be >= 1, got {config.batch_episodes}")
-    if not config.baselines and not (config.planners and config.models):
+    names = planner_names(config)
+    if not config.baselines and not (names and config.models):
         raise BenchError("nothing to run: give planners and models, or baselines")
-    if bool(config.planners) != bool(config.models):
+    if bool(names) != bool(config.models):
         raise BenchError("planners and models go together: give at least one of each")
     device = device_option(config.device)
     methods = [Method(label=name) for name in config.baselines]
-    planner_configs = {
-        name: load_planner_config(name, list(config.overrides)) for name in config.planners
-    }
+    planner_configs = {name: load_planner_config(name, list(config.overrides)) for name in names}
     for spec in config.models:
         world_model = resolve_model(spec, device, verify=config.verify)
         for name, planner_config in planner_configs.items():
@@ -104,6 +112,14 @@ def prepare(config: BenchConfig) -> tuple[list[Method], torch.device, BenchConfi
             methods.append(Method(label, model_label(spec), name, planner_config, world_model))
     config = dataclasses.replace(config, image_size=image_size_for(config, methods))
     return methods, device, config
+
+
+def methods_for(task: str, methods: list[Method], config: BenchConfig) -> list[Method]:
+    """The methods that run ``task``: the baselines, and on every model the configurator's
+    preset for it (``task_planners``) where it names one, else every ``planners`` preset."""
+    chosen = config.task_planners.get(task)
+    wanted = {chosen} if chosen else set(config.planners)
+    return [method for method in methods if method.planner is None or method.planner in wanted]
 
 
 def cameras_for(methods: list[Method]) -> tuple[str, ...]:
@@ -140,7 +156,7 @@ def lane_count(config: BenchConfig) -> int:
 def execution_mode(config: BenchConfig) -> str:
     """How the episodes ran, for ``results["execution"]``."""
     lanes = lane_count(config)
-    if lanes == 1 or not config.planners:
+    if lanes == 1 or not planner_names(config):
         return "sequential episodes, one env per task"
     return (
         f"planner episodes in {lanes} lock-step lanes, merged rollouts (one env per lane); "
@@ -167,8 +183,9 @@ def run_benchmark(
     started = time.perf_counter()
     groups: list[list[dict[str, Any]]] = []  # one list of finished episodes per configuration
     print(
-        f"[bench] {len(config.tasks)} task(s) x {len(methods)} method(s) x {config.episodes} "
-        f"episode(s) on {device}, {config.image_size} px camera; {execution_mode(config)}",
+        f"[bench] {len(config.tasks)} task(s), {configurations(config, methods)} configuration(s)"
+        f" x {config.episodes} episode(s) on {device}, {config.image_size} px camera; "
+        f"{execution_mode(config)}",
         flush=True,
     )
     stop = None
@@ -203,6 +220,11 @@ def run_benchmark(
     return results
 
 
+def configurations(config: BenchConfig, methods: list[Method]) -> int:
+    """How many (task, method) configurations the run has."""
+    return sum(len(methods_for(task, methods, config)) for task in config.tasks)
+
+
 def run_task(
     task: str,
     methods: list[Method],
@@ -213,7 +235,9 @@ def run_task(
 ) -> None:
     """Every method's episodes on ``task``, each method's finished episodes appended (as they
     finish) to a new list in ``groups``."""
-    lanes = lane_count(config) if config.planners else 1
+    count = configurations(config, methods)
+    methods = methods_for(task, methods, config)
+    lanes = lane_count(config) if any(method.planner for method in methods) else 1
     overrides = [f"episode_length={config.steps}"] if config.steps else None
     envs = []
     try:
@@ -232,7 +256,6 @@ def run_task(
             records: list[dict[str, Any]] = []
             groups.append(records)
             index = len(groups)
-            count = len(config.tasks) * len(methods)
             label = f"{task} {method.label} ({index}/{count})"
             planner = method.planner_config is not None
             with ConfigurationProgress(label, config.episodes * steps, planner, device) as bar:
@@ -305,6 +328,12 @@ def parse_args(argv: list[str]) -> tuple[BenchConfig, Path]:
         f"(default: {','.join(defaults.subgoals)}).",
     )
     parser.add_argument(
+        "--task-planners",
+        dest="task_planners",
+        help="The configurator's choice per task, TASK=PRESET,...: a task listed is planned by "
+        "that preset instead of --planners (e.g. push=keypoint_policy,reach=reach_policy).",
+    )
+    parser.add_argument(
         "--videos", action="store_true", default=None, help="Write a video of every episode."
     )
     parser.add_argument(
@@ -338,6 +367,8 @@ def parse_args(argv: list[str]) -> tuple[BenchConfig, Path]:
     for key in (*keys, "batch_episodes"):
         if getattr(args, key) is not None:
             given[key] = getattr(args, key)
+    if args.task_planners is not None:
+        given["task_planners"] = parse_task_planners(args.task_planners)
     if args.no_verify:
         given["verify"] = False
     if args.overrides:

@@ -32,6 +32,9 @@ class BenchConfig:
         overrides: planner ``key=value`` overrides applied to every planner.
         subgoals: tasks that plan on their subgoal images in turn (``env.subgoals()``); the
             others plan toward the final goal image throughout.
+        task_planners: the configurator's choice per task, ``{task: preset}``: a task listed
+            here is planned by that one preset (on every model) instead of by ``planners``,
+            e.g. ``{push: keypoint_policy, reach: reach_policy}`` (``configs/bench/one_goal``).
         videos: write one video per episode (goal image beside the frames).
         device: "auto", "cpu", "cuda", ...
         verify: check checkpoints' sha256 against their card before loading (--no-verify).
@@ -50,10 +53,35 @@ class BenchConfig:
     steps: int | None = None
     overrides: tuple[str, ...] = ()
     subgoals: tuple[str, ...] = ("push", "grasp", "pick_place")
+    task_planners: dict[str, str] = field(default_factory=dict)
     videos: bool = False
     device: str = "auto"
     verify: bool = True
     batch_episodes: int = 1
+
+
+def planner_names(config: BenchConfig) -> tuple[str, ...]:
+    """Every planner preset the run loads: ``planners``, then the configurator's choices."""
+    return tuple(dict.fromkeys([*config.planners, *config.task_planners.values()]))
+
+
+def parse_task_planners(text: str) -> dict[str, str]:
+    """``"push=keypoint_policy,reach=reach_policy"`` -> ``{task: preset}`` ("" or "none": {}).
+
+    Raises:
+        BenchError: an entry is not ``TASK=PRESET`` or names a task twice.
+    """
+    chosen: dict[str, str] = {}
+    for entry in (part.strip() for part in text.split(",")):
+        if not entry or entry == "none":
+            continue
+        task, sign, preset = (piece.strip() for piece in entry.partition("="))
+        if not sign or not task or not preset:
+            raise BenchError(f"--task-planners entry {entry!r} is not TASK=PRESET")
+        if task in chosen:
+            raise BenchError(f"--task-planners names {task} twice")
+        chosen[task] = preset
+    return chosen
 
 
 @dataclass

@@ -29,12 +29,39 @@ from sim.tasks import TRAINING_SEEDS_START
 
 DAGGER_SEEDS = TRAINING_SEEDS_START + 1_300_000  # above the subgoal rounds' seeds
 PLANNER = "keypoint_policy"
-POLICY = "policy_keypoints.safetensors"
 MODEL_FILES = ("config.json", "model.safetensors", "policy.safetensors", "SHA256SUMS")
 
 
-def model_copy(model: str, out: Path) -> Path:
-    """``out`` holding the world model's files (the policy is written beside them)."""
+def policy_file(name: str) -> str:
+    """The policy's file name beside the model, as ``actor.policy: model:NAME`` finds it."""
+    return f"policy_{name}.safetensors"
+
+
+def preset_policy(planner: str) -> str:
+    """NAME of the planner preset's ``actor.policy: model:NAME`` (the policy this recipe trains).
+
+    Raises:
+        ValueError: the preset is unknown or does not run a policy named beside the model.
+    """
+    from planner.config import load_planner_config
+
+    try:
+        policy = load_planner_config(planner).actor.policy or ""
+    except Exception as error:  # unknown preset, bad YAML: one line naming it
+        raise ValueError(f"--planner {planner}: {error}") from error
+    kind, _, name = policy.partition(":")
+    if kind != "model" or not name:
+        raise ValueError(
+            f"--planner {planner} runs actor.policy {policy or 'none'!r}; this recipe trains a "
+            "preset whose actor.policy is model:NAME (keypoint_policy, reach_policy)"
+        )
+    return name
+
+
+def model_copy(model: str, out: Path, policy: str = policy_file("keypoints")) -> Path:
+    """``out`` holding the world model's files (the policy ``policy`` is written beside them),
+    its SHA256SUMS listing only the files copied (a shipped policy's hash would fail the
+    check of the round's own policy, or name a file the copy lacks)."""
     from world_model.checkpoint import find_checkpoint
 
     source = find_checkpoint(model)
@@ -43,9 +70,10 @@ def model_copy(model: str, out: Path) -> Path:
         if (source / name).is_file() and not (out / name).exists():
             shutil.copyfile(source / name, out / name)
     record = out / "SHA256SUMS"
-    if record.is_file():  # the round writes its own policy: drop a shipped one's hash
+    if record.is_file():  # keep the copied files' hashes: drop shipped policies' (and ours)
         lines = record.read_text().splitlines()
-        record.write_text("".join(f"{line}\n" for line in lines if not line.endswith(POLICY)))
+        kept = [line for line in lines if line.split()[-1] in MODEL_FILES and policy not in line]
+        record.write_text("".join(f"{line}\n" for line in kept))
     return out
 
 
@@ -55,7 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default="sim-small-v2", help="the (frozen) world model")
     parser.add_argument("--dagger", required=True, help="comma-separated labelled datasets")
     parser.add_argument("--rounds", type=int, default=2, help="collecting rounds after round 0")
-    parser.add_argument("--tasks", default="push,pick_place,grasp")
+    parser.add_argument("--tasks", default="push")
+    parser.add_argument(
+        "--planner",
+        default=PLANNER,
+        help="the preset whose policy is trained (actor.policy: model:NAME, written as "
+        "policy_NAME.safetensors): keypoint_policy (push), reach_policy (reach)",
+    )
     parser.add_argument("--episodes", type=int, default=150, help="DAgger episodes per round")
     parser.add_argument("--expert-share", type=float, default=0.3, dest="expert_share")
     parser.add_argument("--steps", type=int, default=3000, help="policy training steps")
@@ -65,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 0 or args.episodes < 1 or args.steps < 1:
         parser.error("--rounds must be >= 0, --episodes and --steps >= 1")
+    try:
+        policy = policy_file(preset_policy(args.planner))
+    except ValueError as error:
+        parser.error(str(error))
     stages = {s.strip() for s in args.stages.split(",") if s.strip()}
     if stages - {"rounds", "bench"}:
         parser.error(f"unknown stages {sorted(stages - {'rounds', 'bench'})}")
@@ -74,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = work / "round0" / "model"
     for number in range(args.rounds + 1):
         folder = work / f"round{number}" / "model"
-        if number and "rounds" in stages and not (folder / POLICY).is_file():
+        if number and "rounds" in stages and not (folder / policy).is_file():
             data = work / f"dagger{number}"
             if episodes_in(data) < args.episodes:
                 shutil.rmtree(data, ignore_errors=True)  # a partial round restarts
@@ -82,22 +120,22 @@ def main(argv: list[str] | None = None) -> int:
                 run(
                     [*cli, "collect", "--task", args.tasks, "--episodes", str(args.episodes)]
                     + ["--out", str(data), "--cameras", "exterior,wrist", "--image-size", "128"]
-                    + ["--workers", str(args.workers), "--planner", PLANNER]
+                    + ["--workers", str(args.workers), "--planner", args.planner]
                     + ["--model", str(previous), "--seed", str(DAGGER_SEEDS + 1000 * number)]
                     + ["--expert-share", str(args.expert_share), "cpu_threads=1"]
                 )
         if number:
             gathered.append(str(work / f"dagger{number}"))
-        if "rounds" in stages and not (folder / POLICY).is_file():
-            model_copy(args.model, folder)
+        if "rounds" in stages and not (folder / policy).is_file():
+            model_copy(args.model, folder, policy)
             run(
                 [*cli, "train", "policy", "--model", args.model, "--dagger", ",".join(gathered)]
-                + ["--cache", str(work / "dagger_latents.pt"), "--out", str(folder / POLICY)]
+                + ["--cache", str(work / "dagger_latents.pt"), "--out", str(folder / policy)]
                 + ["--steps", str(args.steps)]
             )
     if "bench" in stages:
         run(
-            [*cli, "bench", "--tasks", args.tasks, "--planners", PLANNER]
+            [*cli, "bench", "--tasks", args.tasks, "--planners", args.planner]
             + ["--models", str(folder), "--baselines", "", "--subgoals", ""]
             + ["--episodes", str(args.bench_episodes), "--device", "cpu", "--no-verify"]
             + ["--out", str(work / "bench")]

@@ -261,3 +261,26 @@ def test_merge_refuses_shards_that_do_not_fit(tmp_path, capsys):
     assert not out.exists()  # nothing written
     with pytest.raises(bench_merge.MergeError, match="at least two"):
         bench_merge.merge([tmp_path / "a"])
+
+
+def test_the_configurator_plans_each_task_with_its_own_preset(tmp_path):
+    """``--task-planners`` (the configurator's per-task choice) replaces ``--planners`` for the
+    tasks it names; the others keep ``--planners``; bad entries are one clear error."""
+    out = tmp_path / "b"
+    argv = ["--tasks", "reach,grasp", "--planners", "cem_paper", "--models", "state"]
+    argv += ["--task-planners", "reach=icem", "--baselines", "", "--steps", "2", *SMALL]
+    assert bench.main([*argv, "--out", str(out), *PLANNER_OVERRIDES]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert [(row["task"], row["method"]) for row in results["rows"]] == [
+        ("reach", "icem@state"),
+        ("grasp", "cem_paper@state"),
+    ]
+    assert results["config"]["task_planners"] == {"reach": "icem"}
+    for text, words in [("reach", "not TASK=PRESET"), ("reach=icem,reach=gd", "reach twice")]:
+        with pytest.raises(BenchError, match=words):
+            bench.parse_args(["--task-planners", text, "--out", "x"])
+    config, _ = bench.parse_args(["--task-planners", "fly=icem", "--out", str(tmp_path / "n")])
+    with pytest.raises(BenchError, match="fly"):
+        bench.run_benchmark(config, tmp_path / "n")
+    config, _ = bench.parse_args(["--config", "one_goal", "--out", "x"])
+    assert config.task_planners["push"] == "keypoint_policy" and config.subgoals == ()

@@ -157,11 +157,35 @@ def test_the_recipe_copies_the_model_without_a_shipped_policy_record(tmp_path) -
     spec = importlib.util.spec_from_file_location("keypoint_dagger", script)
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
+    policy = recipe.policy_file(recipe.preset_policy("reach_policy"))
+    assert policy == "policy_reach.safetensors"
     source = world_model.save(world_model.build("tiny", seed=0), tmp_path / "model")
     (source / "SHA256SUMS").write_text(
-        (source / "SHA256SUMS").read_text() + f"{'0' * 64}  {recipe.POLICY}\n"
+        (source / "SHA256SUMS").read_text()
+        + f"{'0' * 64}  {policy}\n{'1' * 64}  policy_keypoints.safetensors\n"
     )
-    copy = recipe.model_copy(str(source), tmp_path / "round1" / "model")
+    copy = recipe.model_copy(str(source), tmp_path / "round1" / "model", policy)
     kept = (copy / "SHA256SUMS").read_text()
-    assert recipe.POLICY not in kept and "model.safetensors" in kept
+    assert "policy_" not in kept and "model.safetensors" in kept  # no policy the copy lacks
     assert world_model.load(copy).num_patches == 16  # the copy's record still checks out
+    with pytest.raises(ValueError, match="--planner fast runs actor.policy 'model'"):
+        recipe.preset_policy("fast")  # a preset that trains no named policy
+
+
+def test_sim_small_v2_ships_a_reach_policy_that_reach_policy_reaches_with() -> None:
+    """The bundled model carries a second keypoint policy for reach (``model:reach``); from the
+    final goal image its first move heads toward the target."""
+    import sim
+
+    planner = Planner.from_config("reach_policy", "sim-small-v2", "cpu", ["cpu_threads=1"])
+    assert isinstance(planner.actor.policy, KeypointPolicy)
+    assert Path(planner.config.actor.policy).name == "policy_reach.safetensors"
+    env = sim.make("reach", image_size=128, seed=10_000, cameras="exterior,wrist")
+    obs, _ = env.reset(seed=10_000)
+    goal = env.unwrapped.goal()
+    target = env.unwrapped.task.target - obs["state"][:3]
+    env.close()
+    plan = planner.plan(obs, goal)
+    assert plan.evaluations == 1 and np.isfinite(plan.energy)
+    move = plan.action[:3]
+    assert float(move @ target) / (np.linalg.norm(move) * np.linalg.norm(target)) > 0.7
