@@ -172,6 +172,21 @@ def test_the_recipe_copies_the_model_without_a_shipped_policy_record(tmp_path) -
         recipe.preset_policy("fast")  # a preset that trains no named policy
 
 
+def test_sim_small_v2_ships_a_pick_place_policy_that_goes_for_the_cube() -> None:
+    """``pick_place_policy`` (``model:pick_place``) from the final goal image: the first move
+    descends from home toward the cube with the gripper open."""
+    import sim
+
+    planner = Planner.from_config("pick_place_policy", "sim-small-v2", "cpu", ["cpu_threads=1"])
+    assert Path(planner.config.actor.policy).name == "policy_pick_place.safetensors"
+    env = sim.make("pick_place", image_size=128, seed=10_000, cameras="exterior,wrist")
+    obs, _ = env.reset(seed=10_000)
+    goal = env.unwrapped.goal()
+    env.close()
+    plan = planner.plan(obs, goal)
+    assert plan.evaluations == 1 and plan.action[2] < -0.02 and plan.action[6] <= 0
+
+
 def test_sim_small_v2_ships_a_reach_policy_that_reach_policy_reaches_with() -> None:
     """The bundled model carries a second keypoint policy for reach (``model:reach``); from the
     final goal image its first move heads toward the target."""
