@@ -1,20 +1,23 @@
-"""Train the one-goal keypoint policy (``keypoint_policy`` preset) with DAgger rounds, one command.
+"""Train a one-goal keypoint policy (the one ``--planner`` names) by DAgger rounds, one command.
 
     python scripts/keypoint_dagger.py --work /tmp/kp --model sim-small-v2 \\
         --dagger /tmp/s12/dag1,/tmp/s12/dag2,/tmp/s12/dag3,/tmp/s12/dag4 --rounds 2
 
 Round 0 fits ``jepa-mpc train policy --dagger`` on the labelled data given (``--dagger``: e.g.
 the subgoal generator's DAgger rounds, ``scripts/subgoals_dagger.py``) and writes the policy
-beside a copy of ``--model`` (``roundN/model/policy_keypoints.safetensors``). Round r >= 1
-collects ``--episodes`` episodes of ``--tasks`` with ``jepa-mpc collect --planner
-keypoint_policy`` driven by round r-1's policy (the scripted expert acting on
-``--expert-share`` of the steps, every frame labelled by ``sim.experts.LEARNER``), then fits a
-fresh policy on all the labelled data so far. The world model's weights never change. ``bench``
-runs the last round's policy from one goal image on the evaluation seeds.
+beside a copy of ``--model`` (``roundN/model/policy_NAME.safetensors``, NAME from the preset's
+``actor.policy: model:NAME``: keypoints for ``keypoint_policy``, reach for ``reach_policy``,
+pick_place for ``pick_place_policy``). Round r >= 1 collects ``--episodes`` episodes of
+``--tasks`` with ``jepa-mpc collect --planner PRESET`` driven by round r-1's policy (the
+scripted expert acting on ``--expert-share`` of the steps, every frame labelled by
+``sim.experts.LEARNER``), then fits a fresh policy on all the labelled data so far. The world
+model's weights never change. ``bench`` runs the last round's policy from one goal image on the
+evaluation seeds.
 
 Every stage resumes after a kill: a round whose policy file exists is skipped, a partial
 collection is redone, the encoded frames are cached per dataset (``work/dagger_latents.pt``).
-Figures and why each setting: ``docs/sim_small.md``, "Session 13".
+Figures and why each setting: ``docs/sim_small.md``, "Session 13" (push) and "Session 14"
+(reach, pick_place).
 """
 
 from __future__ import annotations
