@@ -306,7 +306,9 @@ def with_model_policy(config: PlannerConfig, world_model: object) -> PlannerConf
         )
     path = Path(source)
     if name:
-        path = (path if path.is_dir() else path.parent) / f"policy_{name}.safetensors"
+        from planner.policy import named_policy_file
+
+        path = (path if path.is_dir() else path.parent) / named_policy_file(name)
     actor = dataclasses.replace(config.actor, policy=str(path))
     return dataclasses.replace(config, actor=actor)
 

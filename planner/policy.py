@@ -20,6 +20,13 @@ from world_model.checksums import check_hashes, folder_records
 from world_model.files import atomic_write
 
 POLICY_FILE = "policy.safetensors"
+
+
+def named_policy_file(name: str) -> str:
+    """The file of a second policy shipped beside a model (``actor.policy: model:NAME``)."""
+    return f"policy_{name}.safetensors"
+
+
 FORMAT = "jepa-mpc/policy/v1"
 WORKSPACE_CENTRE = (0.525, 0.0, 0.305)  # metres: positions are fed relative to it, in dm
 STATE_FEATURES = 10  # position (3), sin and cos of the Euler angles (6), gripper (1)

@@ -28,16 +28,12 @@ import sys
 from pathlib import Path
 
 from jepa_mpc.recipe import episodes_in, run
+from planner.policy import named_policy_file
 from sim.tasks import TRAINING_SEEDS_START
 
 DAGGER_SEEDS = TRAINING_SEEDS_START + 1_300_000  # above the subgoal rounds' seeds
 PLANNER = "keypoint_policy"
 MODEL_FILES = ("config.json", "model.safetensors", "policy.safetensors", "SHA256SUMS")
-
-
-def policy_file(name: str) -> str:
-    """The policy's file name beside the model, as ``actor.policy: model:NAME`` finds it."""
-    return f"policy_{name}.safetensors"
 
 
 def preset_policy(planner: str) -> str:
@@ -46,22 +42,23 @@ def preset_policy(planner: str) -> str:
     Raises:
         ValueError: the preset is unknown or does not run a policy named beside the model.
     """
-    from planner.config import load_planner_config
+    from planner.config import MODEL_POLICY, load_planner_config
 
     try:
         policy = load_planner_config(planner).actor.policy or ""
-    except Exception as error:  # unknown preset, bad YAML: one line naming it
+    except (ValueError, OSError) as error:  # unknown preset, bad YAML: one line naming it
         raise ValueError(f"--planner {planner}: {error}") from error
     kind, _, name = policy.partition(":")
-    if kind != "model" or not name:
+    if kind != MODEL_POLICY or not name:
         raise ValueError(
             f"--planner {planner} runs actor.policy {policy or 'none'!r}; this recipe trains a "
-            "preset whose actor.policy is model:NAME (keypoint_policy, reach_policy)"
+            "preset whose actor.policy is model:NAME (keypoint_policy, reach_policy, "
+            "pick_place_policy)"
         )
     return name
 
 
-def model_copy(model: str, out: Path, policy: str = policy_file("keypoints")) -> Path:
+def model_copy(model: str, out: Path, policy: str) -> Path:
     """``out`` holding the world model's files (the policy ``policy`` is written beside them),
     its SHA256SUMS listing only the files copied (a shipped policy's hash would fail the
     check of the round's own policy, or name a file the copy lacks)."""
@@ -91,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         "--planner",
         default=PLANNER,
         help="the preset whose policy is trained (actor.policy: model:NAME, written as "
-        "policy_NAME.safetensors): keypoint_policy (push), reach_policy (reach)",
+        "policy_NAME.safetensors): keypoint_policy (push), reach_policy, pick_place_policy",
     )
     parser.add_argument("--episodes", type=int, default=150, help="DAgger episodes per round")
     parser.add_argument("--expert-share", type=float, default=0.3, dest="expert_share")
@@ -103,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rounds < 0 or args.episodes < 1 or args.steps < 1:
         parser.error("--rounds must be >= 0, --episodes and --steps >= 1")
     try:
-        policy = policy_file(preset_policy(args.planner))
+        policy = named_policy_file(preset_policy(args.planner))
     except ValueError as error:
         parser.error(str(error))
     stages = {s.strip() for s in args.stages.split(",") if s.strip()}

@@ -22,6 +22,7 @@ from planner.policy import (
     PolicyError,
     build_policy,
     load_policy,
+    named_policy_file,
     save_policy,
 )
 from planner.policy_dagger import fit_keypoints
@@ -157,7 +158,7 @@ def test_the_recipe_copies_the_model_without_a_shipped_policy_record(tmp_path) -
     spec = importlib.util.spec_from_file_location("keypoint_dagger", script)
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
-    policy = recipe.policy_file(recipe.preset_policy("reach_policy"))
+    policy = named_policy_file(recipe.preset_policy("reach_policy"))
     assert policy == "policy_reach.safetensors"
     source = world_model.save(world_model.build("tiny", seed=0), tmp_path / "model")
     (source / "SHA256SUMS").write_text(

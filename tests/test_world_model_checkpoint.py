@@ -264,8 +264,7 @@ def test_bundled_card_lists_every_file_with_its_hash(name: str) -> None:
     files = sorted(path.name for path in folder.iterdir() if path.name not in records)
     shipped = ["config.json", "model.safetensors", "policy.safetensors"]
     if name == "sim-small-v2":  # and the one-goal keypoint policies (issue #15)
-        shipped += ["policy_keypoints.safetensors", "policy_pick_place.safetensors"]
-        shipped.append("policy_reach.safetensors")
+        shipped += [f"policy_{kind}.safetensors" for kind in ("keypoints", "pick_place", "reach")]
     assert sorted(hashes) == files == shipped
     for name, expected in hashes.items():
         assert sha256_file(folder / name) == expected, name
